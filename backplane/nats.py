@@ -1,0 +1,298 @@
+"""The production backplane: NATS core for live delivery, JetStream for storage and order.
+
+One stream (``ROOMS``) captures ``room.>``; its RePublish sends every stored message to
+``live.room.<room>`` with ``Nats-Sequence`` (the message's ``seq``) and ``Nats-Last-Sequence``
+(the room's previous ``seq``: ``prev``). History is read with batch direct gets filtered on the
+room's subject. See :mod:`roomcast.backplane.base` for the guarantees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
+
+from roomcast.backplane import subjects
+from roomcast.backplane.base import MessageHandler, PublishResult, RoomMessage, StoredMessage
+from roomcast.backoff import backoff_delays
+from roomcast.errors import BackplaneError, ConfigError, PublishError
+
+log = logging.getLogger("roomcast.backplane")
+
+
+@dataclass(frozen=True)
+class NatsConfig:
+    """Settings of the NATS backplane.
+
+    Args:
+        urls: NATS server URLs; the client fails over between them.
+        stream: JetStream stream name.
+        replicas: stream replicas (1 for a single server, 3 in a cluster).
+        history_per_room: messages retained per room (``max_msgs_per_subject``).
+        history_max_age: seconds a message is retained (0: no age limit).
+        duplicate_window: seconds a ``msg_id`` is remembered; longer than the publish budget.
+        publish_attempt_timeout: seconds to wait for one JetStream ack.
+        publish_budget: seconds a publish keeps being retried (same ``msg_id``) before failing.
+        name: connection name shown by ``nats-server``.
+    """
+
+    urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    stream: str = subjects.STREAM
+    replicas: int = 1
+    history_per_room: int = 1000
+    history_max_age: float = 24 * 3600.0
+    duplicate_window: float = 120.0
+    publish_attempt_timeout: float = 2.0
+    publish_budget: float = 20.0
+    name: str = "roomcast"
+    connect_timeout: float = 30.0
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise ConfigError("nats_urls", "at least one NATS URL is required")
+        if self.replicas not in (1, 3, 5):
+            raise ConfigError("replicas", "must be 1, 3 or 5")
+        if self.history_per_room < 1:
+            raise ConfigError("history_per_room", "must be >= 1")
+        if self.duplicate_window <= self.publish_budget:
+            raise ConfigError("duplicate_window", "must be longer than publish_budget")
+
+
+class NatsBackplane:
+    """:class:`roomcast.backplane.base.Backplane` on NATS JetStream."""
+
+    def __init__(self, config: NatsConfig) -> None:
+        self.config = config
+        self._nc: nats.NATS | None = None
+        self._js = None
+        self._subs: dict[str, object] = {}
+        self._epoch = ""
+        self._hist_prefix = ""
+        self._hist_waiters: dict[str, asyncio.Queue[Msg]] = {}
+        self._hist_counter = 0
+        self.on_state_change = None  # callable(connected: bool) for metrics/readiness
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def start(self) -> None:
+        cfg = self.config
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats error: %s", exc)
+
+        async def on_disconnected() -> None:
+            log.warning("nats disconnected")
+            if self.on_state_change:
+                self.on_state_change(False)
+
+        async def on_reconnected() -> None:
+            log.info("nats reconnected to %s", self._nc.connected_url.netloc if self._nc else "?")
+            if self.on_state_change:
+                self.on_state_change(True)
+
+        opts = dict(
+            servers=list(cfg.urls),
+            name=cfg.name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            connect_timeout=2,
+            allow_reconnect=True,
+            ping_interval=5,
+            max_outstanding_pings=3,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+        )
+        opts.update(cfg.options)
+        deadline = time.monotonic() + cfg.connect_timeout
+        try:
+            # nats.connect retries the initial connect itself; bound it by our deadline.
+            self._nc = await asyncio.wait_for(nats.connect(**opts), cfg.connect_timeout)
+        except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BackplaneError(f"cannot connect to NATS at {list(cfg.urls)}: {exc!r}") from exc
+        self._js = self._nc.jetstream(timeout=cfg.publish_attempt_timeout)
+        await self._ensure_stream(deadline)
+        self._hist_prefix = self._nc.new_inbox() + "."
+        await self._nc.subscribe(self._hist_prefix + "*", cb=self._on_history_reply)
+        if self.on_state_change:
+            self.on_state_change(True)
+
+    async def _ensure_stream(self, deadline: float) -> None:
+        cfg = self.config
+        sc = StreamConfig(
+            name=cfg.stream,
+            subjects=[subjects.ROOM_PREFIX + ">"],
+            storage=StorageType.FILE,
+            num_replicas=cfg.replicas,
+            max_msgs_per_subject=cfg.history_per_room,
+            max_age=cfg.history_max_age,
+            duplicate_window=cfg.duplicate_window,
+            discard=DiscardPolicy.OLD,
+            allow_direct=True,
+            republish=RePublish(src=subjects.ROOM_PREFIX + ">",
+                                dest=subjects.LIVE_PREFIX + ">"),
+        )
+        jsm = self._nc.jetstream(timeout=2.0)
+        last_exc: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                try:
+                    info = await jsm.stream_info(cfg.stream)
+                except nats.js.errors.NotFoundError:
+                    info = await jsm.add_stream(sc)
+                else:
+                    if _differs(info.config, sc):
+                        info = await jsm.update_stream(sc)
+                self._epoch = _epoch_of(info)
+                return
+            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError,
+                    nats.errors.NoRespondersError, nats.js.errors.APIError) as exc:
+                # JetStream not ready yet (no meta leader), or an election in progress.
+                last_exc = exc
+                await asyncio.sleep(0.1)
+        raise BackplaneError(f"JetStream stream {cfg.stream!r} not available: {last_exc!r}")
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.drain()
+            except Exception:  # noqa: BLE001 - best effort on shutdown
+                await self._nc.close()
+        self._subs.clear()
+
+    async def stream_reachable(self) -> bool:
+        """Whether the stream answers an info request now (readiness)."""
+        if not self.connected:
+            return False
+        try:
+            await self._nc.jetstream(timeout=1.0).stream_info(self.config.stream)
+        except Exception:  # noqa: BLE001
+            return False
+        return True
+
+    # -- publish ---------------------------------------------------------------------
+
+    async def publish(self, room: str, body: bytes, msg_id: str) -> PublishResult:
+        cfg = self.config
+        subject = subjects.room_subject(room)
+        headers = {"Nats-Msg-Id": msg_id}
+        deadline = time.monotonic() + cfg.publish_budget
+        delays = backoff_delays(0.05, 1.0)
+        attempts = 0
+        last: BaseException | None = None
+        while True:
+            attempts += 1
+            try:
+                fut = await self._js.publish_async(subject, body, headers=headers,
+                                                   wait_stall=cfg.publish_attempt_timeout)
+                ack = await asyncio.wait_for(fut, cfg.publish_attempt_timeout)
+                return PublishResult(ack.seq, bool(ack.duplicate))
+            except (asyncio.TimeoutError, nats.errors.Error, nats.js.errors.Error,
+                    OSError) as exc:
+                last = exc
+            if time.monotonic() >= deadline:
+                raise PublishError(room, attempts, last)
+            await asyncio.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
+
+    # -- live ------------------------------------------------------------------------
+
+    async def subscribe(self, room: str, handler: MessageHandler) -> None:
+        if room in self._subs:
+            return
+
+        async def cb(msg: Msg) -> None:
+            h = msg.headers
+            try:
+                seq = int(h["Nats-Sequence"])
+                prev = int(h.get("Nats-Last-Sequence", 0))
+            except (TypeError, KeyError, ValueError):
+                log.warning("dropping live message without sequence headers on %s", msg.subject)
+                return
+            handler(RoomMessage(room, seq, prev, msg.data))
+
+        self._subs[room] = await self._nc.subscribe(
+            subjects.live_subject(room), cb=cb, pending_msgs_limit=-1,
+            pending_bytes_limit=256 * 1024 * 1024)
+        await self._nc.flush(timeout=5)
+
+    async def unsubscribe(self, room: str) -> None:
+        sub = self._subs.pop(room, None)
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error:
+                pass
+
+    # -- history ---------------------------------------------------------------------
+
+    async def _on_history_reply(self, msg: Msg) -> None:
+        q = self._hist_waiters.get(msg.subject[len(self._hist_prefix):])
+        if q is not None:
+            q.put_nowait(msg)
+
+    async def history(self, room: str, start_seq: int, limit: int) -> list[StoredMessage]:
+        self._hist_counter += 1
+        token = str(self._hist_counter)
+        q: asyncio.Queue[Msg] = asyncio.Queue()
+        self._hist_waiters[token] = q
+        req = {"seq": max(1, start_seq), "next_by_subj": subjects.room_subject(room),
+               "batch": limit}
+        out: list[StoredMessage] = []
+        try:
+            await self._nc.publish(subjects.direct_get(self.config.stream),
+                                   json.dumps(req).encode(), reply=self._hist_prefix + token)
+            while True:
+                msg = await asyncio.wait_for(q.get(), 5.0)
+                h = msg.headers or {}
+                status = h.get("Status")
+                if status:
+                    if status in ("204", "404", "408"):
+                        return out
+                    raise BackplaneError(f"history read failed: {status} {h.get('Description')}")
+                out.append(StoredMessage(int(h["Nats-Sequence"]), msg.data))
+                if len(out) >= limit:
+                    return out
+        except asyncio.TimeoutError as exc:
+            raise BackplaneError(f"history read of {room!r} timed out") from exc
+        finally:
+            del self._hist_waiters[token]
+
+    async def last_seq(self, room: str) -> int:
+        subject = f"{subjects.direct_get(self.config.stream)}.{subjects.room_subject(room)}"
+        try:
+            msg = await self._nc.request(subject, b"", timeout=5.0)
+        except nats.errors.TimeoutError as exc:
+            raise BackplaneError(f"last_seq of {room!r} timed out") from exc
+        h = msg.headers or {}
+        if h.get("Status"):
+            return 0
+        return int(h["Nats-Sequence"])
+
+
+def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
+    keys = ("subjects", "num_replicas", "max_msgs_per_subject", "max_age",
+            "duplicate_window", "allow_direct")
+    return any(getattr(current, k) != getattr(wanted, k) for k in keys)
+
+
+def _epoch_of(info) -> str:
+    created = getattr(info, "created", None)
+    return hashlib.sha256(str(created).encode()).hexdigest()[:12]

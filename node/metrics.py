@@ -1,0 +1,41 @@
+"""Prometheus metrics of one edge node (``/metrics``). One registry per node."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class NodeMetrics:
+    def __init__(self, node_id: str) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.connections = Gauge("roomcast_connections", "Open client connections", registry=r)
+        self.rooms = Gauge("roomcast_rooms", "Rooms with local members", registry=r)
+        self.received = Counter("roomcast_messages_received_total",
+                                "Client publishes accepted for storage", registry=r)
+        self.delivered = Counter("roomcast_messages_delivered_total",
+                                 "Message frames written to clients", registry=r)
+        self.fanout = Histogram("roomcast_fanout_recipients", "Local recipients per message",
+                                buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+                                registry=r)
+        self.publish_latency = Histogram(
+            "roomcast_publish_ack_seconds", "Client publish to JetStream ack",
+            buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 20),
+            registry=r)
+        self.errors = Counter("roomcast_errors_total", "Error frames sent, by code", ["code"],
+                              registry=r)
+        self.closes = Counter("roomcast_closes_total", "Connections closed by the server, by code",
+                              ["code"], registry=r)
+        self.auth_failures = Counter("roomcast_auth_failures_total", "Refused handshakes",
+                                     registry=r)
+        self.slow_consumers = Counter("roomcast_slow_consumers_total",
+                                      "Connections closed for not reading fast enough", registry=r)
+        self.gaps_repaired = Counter("roomcast_gaps_repaired_total",
+                                     "Live gaps filled from JetStream history", registry=r)
+        self.nats_connected = Gauge("roomcast_nats_connected", "1 when connected to NATS",
+                                    registry=r)
+        self.draining = Gauge("roomcast_draining", "1 while the node drains", registry=r)
+        self.info = Gauge("roomcast_node_info", "Node identity", ["node"], registry=r)
+        self.info.labels(node=node_id).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,170 @@
+"""One client's protocol logic, free of I/O (``docs/protocol.md`` §3-§5).
+
+:class:`Peer` turns each raw client frame into a list of actions — frames to send, backplane
+work to do, or a close — and :mod:`roomcast.node.connection` carries them out. Validation,
+permissions, room limits and flood control all live here, so they are unit-tested by feeding
+bytes in and reading actions out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from roomcast import protocol as p
+from roomcast.auth import Identity
+from roomcast.protocol import CloseCode, ErrorCode
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DoJoin:
+    room: str
+    rid: p.Rid
+    since: int | None
+    epoch: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DoLeave:
+    room: str
+    rid: p.Rid
+
+
+@dataclass(frozen=True, slots=True)
+class DoPublish:
+    room: str
+    rid: p.Rid
+    client_id: str | None
+    dedupe_id: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: CloseCode
+    reason: str
+
+
+Action = Send | DoJoin | DoLeave | DoPublish | Close
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` banked."""
+
+    __slots__ = ("rate", "burst", "tokens", "last")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.last = now
+
+    def take(self, now: float) -> bool:
+        elapsed = now - self.last
+        if elapsed > 0:
+            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+            self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLimits:
+    max_rooms: int = 100
+    rate_limit: float = 200.0
+    rate_burst: int = 400
+    flood_close_after: int = 100
+
+
+class Peer:
+    """Protocol state of one authenticated connection."""
+
+    def __init__(self, identity: Identity, conn_id: str, limits: PeerLimits, now: float) -> None:
+        self.identity = identity
+        self.conn_id = conn_id
+        self.limits = limits
+        self.user_json = msgspec.json.encode(identity.user)
+        self.rooms: set[str] = set()
+        self._bucket = TokenBucket(limits.rate_limit, limits.rate_burst, now)
+        self._rejected_in_a_row = 0
+        self._auto_id = 0
+
+    def handle(self, raw: bytes | str, now: float) -> list[Action]:
+        """Process one client frame received at ``now`` (monotonic seconds)."""
+        if not self._bucket.take(now):
+            self._rejected_in_a_row += 1
+            if self._rejected_in_a_row >= self.limits.flood_close_after:
+                return [Close(CloseCode.FLOOD, "flood")]
+            return [Send(p.error(ErrorCode.RATE_LIMITED, "too many frames; slow down"))]
+        self._rejected_in_a_row = 0
+        try:
+            frame = p.decode_client_frame(raw)
+        except p.FrameError as exc:
+            return [Send(p.error(exc.code, exc.message, exc.rid))]
+        if isinstance(frame, p.Publish):
+            return self._publish(frame)
+        if isinstance(frame, p.Join):
+            return self._join(frame)
+        if isinstance(frame, p.Leave):
+            return self._leave(frame)
+        return [Send(p.pong(frame.rid))]
+
+    # -- handlers --------------------------------------------------------------------
+
+    def _check_room(self, room: str, rid: p.Rid) -> list[Action] | None:
+        if not p.valid_room(room):
+            return [Send(p.error(ErrorCode.BAD_ROOM, "invalid room name", rid, room[:200]))]
+        return None
+
+    def _join(self, f: p.Join) -> list[Action]:
+        if (bad := self._check_room(f.room, f.rid)) is not None:
+            return bad
+        if not self.identity.permissions.can_subscribe(f.room):
+            return [Send(p.error(ErrorCode.FORBIDDEN, "not allowed to join this room",
+                                 f.rid, f.room))]
+        if f.since is not None and f.since < 0:
+            return [Send(p.error(ErrorCode.BAD_FRAME, "since must be >= 0", f.rid, f.room))]
+        if f.room in self.rooms:
+            # Idempotent; with ``since`` it replays what was missed (the client saw a gap).
+            return [DoJoin(f.room, f.rid, f.since, f.epoch)]
+        if len(self.rooms) >= self.limits.max_rooms:
+            return [Send(p.error(ErrorCode.TOO_MANY_ROOMS,
+                                 f"at most {self.limits.max_rooms} rooms per connection",
+                                 f.rid, f.room))]
+        self.rooms.add(f.room)
+        return [DoJoin(f.room, f.rid, f.since, f.epoch)]
+
+    def join_failed(self, room: str) -> None:
+        """The connection could not carry out a :class:`DoJoin`."""
+        self.rooms.discard(room)
+
+    def _leave(self, f: p.Leave) -> list[Action]:
+        if f.room not in self.rooms:
+            return [Send(p.error(ErrorCode.NOT_JOINED, "not joined to this room", f.rid,
+                                 f.room[:200]))]
+        self.rooms.discard(f.room)
+        return [DoLeave(f.room, f.rid)]
+
+    def _publish(self, f: p.Publish) -> list[Action]:
+        if (bad := self._check_room(f.room, f.rid)) is not None:
+            return bad
+        if not self.identity.permissions.can_publish(f.room):
+            return [Send(p.error(ErrorCode.FORBIDDEN, "not allowed to publish to this room",
+                                 f.rid, f.room))]
+        if f.id is not None:
+            if not f.id.isprintable():
+                return [Send(p.error(ErrorCode.BAD_FRAME, "id must be printable", f.rid,
+                                     f.room))]
+            dedupe = f"{self.identity.user}:{f.id}"
+        else:
+            self._auto_id += 1
+            dedupe = f"{self.conn_id}:{self._auto_id}"
+        return [DoPublish(f.room, f.rid, f.id, dedupe, bytes(f.data))]

@@ -1,0 +1,281 @@
+"""Rooms on one node: reference-counted subscriptions, ordered fan-out, catch-up.
+
+* A node subscribes to a room's live subject while it has at least one local member.
+* Each live message is encoded once into a ``message`` frame and the same bytes go to every
+  local member (``docs/performance.md``).
+* A per-room sequencer drops duplicates (``seq <= last``) and, when ``prev`` shows a gap (the
+  node missed messages, e.g. across a NATS reconnect), reads the missing ones from JetStream
+  before delivering anything newer. Members therefore see a gap-free ``prev`` chain.
+* A join with ``since`` first buffers the member's live messages, replays history after
+  ``since`` page by page (no cap), then delivers the buffer minus what the replay covered and
+  switches the member to live delivery with no await in between: no loss, no duplicate at the
+  replay/live boundary (``docs/protocol.md`` §7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+
+from roomcast import protocol as p
+from roomcast.backplane.base import Backplane, RoomMessage
+from roomcast.node.metrics import NodeMetrics
+
+log = logging.getLogger("roomcast.node.rooms")
+
+REPAIR_ATTEMPTS = 20
+REPAIR_DELAY = 0.05
+
+
+class Member(Protocol):
+    """A local recipient (a client connection)."""
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue ``frame`` without waiting; False if the member is gone."""
+        ...
+
+    def overflow(self) -> None:
+        """The member fell too far behind; close it so it resumes later."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until the member's send buffer is low (backpressure for replays)."""
+        ...
+
+
+@dataclass(slots=True)
+class JoinResult:
+    position: int
+    recovered: bool | None = None
+    replayed: int = 0
+
+
+class Room:
+    __slots__ = ("name", "name_json", "members", "catching", "last_seq", "subscribed",
+                 "lock", "pending")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.name_json = msgspec.json.encode(name)
+        self.members: dict[Member, None] = {}
+        self.catching: dict[Member, list[tuple[int, int | None, bytes]]] = {}
+        self.last_seq = 0  # last seq delivered on this node; 0 = none known yet
+        self.subscribed = False
+        self.lock = asyncio.Lock()
+        self.pending: list[RoomMessage] | None = None  # set while a gap is being repaired
+
+    def __len__(self) -> int:
+        return len(self.members) + len(self.catching)
+
+
+class RoomRegistry:
+    def __init__(self, backplane: Backplane, metrics: NodeMetrics, *, history_page: int = 256,
+                 history_per_room: int = 1000, catchup_buffer: int = 10_000) -> None:
+        self.bp = backplane
+        self.metrics = metrics
+        self.history_page = history_page
+        self.history_per_room = history_per_room
+        self.catchup_buffer = catchup_buffer
+        self.rooms: dict[str, Room] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- membership ------------------------------------------------------------------
+
+    async def join(self, member: Member, name: str, since: int | None = None) -> JoinResult:
+        """Add ``member`` to room ``name``; with ``since``, replay what it missed first."""
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room(name)
+            self.metrics.rooms.set(len(self.rooms))
+        catching_up = since is not None
+        if catching_up:
+            room.catching[member] = []
+            room.members.pop(member, None)
+        else:
+            room.members.setdefault(member, None)
+        try:
+            await self._ensure_subscribed(room)
+        except BaseException:
+            await self.leave(member, name)
+            raise
+        if not catching_up:
+            return JoinResult(position=room.last_seq)
+        try:
+            return await self._catch_up(room, member, since)
+        except BaseException:
+            room.catching.pop(member, None)
+            raise
+
+    async def leave(self, member: Member, name: str) -> None:
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        room.members.pop(member, None)
+        room.catching.pop(member, None)
+        if len(room):
+            return
+        async with room.lock:
+            if len(room) == 0 and self.rooms.get(name) is room:
+                del self.rooms[name]
+                self.metrics.rooms.set(len(self.rooms))
+                if room.subscribed:
+                    room.subscribed = False
+                    await self.bp.unsubscribe(name)
+
+    async def _ensure_subscribed(self, room: Room) -> None:
+        if room.subscribed:
+            return
+        async with room.lock:
+            if room.subscribed:
+                return
+            await self.bp.subscribe(room.name, self._on_message)
+            room.subscribed = True
+            # Anchor the sequencer: anything stored from now on arrives live, and a gap
+            # after this position is noticed by ``prev`` and repaired.
+            last = await self.bp.last_seq(room.name)
+            if room.last_seq == 0:
+                room.last_seq = last
+
+    # -- live path -------------------------------------------------------------------
+
+    def _on_message(self, msg: RoomMessage) -> None:
+        room = self.rooms.get(msg.room)
+        if room is None:
+            return
+        if room.pending is not None:
+            room.pending.append(msg)
+            return
+        if msg.seq <= room.last_seq:
+            return  # duplicate (e.g. redelivered across a reconnect)
+        if room.last_seq and msg.prev > room.last_seq:
+            room.pending = [msg]
+            self._spawn(self._repair(room))
+            return
+        self._deliver(room, msg.seq, msg.prev, msg.body)
+
+    def _deliver(self, room: Room, seq: int, prev: int | None, body: bytes) -> None:
+        room.last_seq = seq
+        frame = p.message_frame(room.name_json, seq, prev, body)
+        sent = 0
+        for member in room.members:
+            if member.send_frame(frame):
+                sent += 1
+        for member, buf in room.catching.items():
+            buf.append((seq, prev, frame))
+            if len(buf) > self.catchup_buffer:
+                member.overflow()
+        if sent:
+            self.metrics.delivered.inc(sent)
+            self.metrics.fanout.observe(sent)
+
+    async def _repair(self, room: Room) -> None:
+        """Fill the gap before ``room.pending[0]`` from history, then drain ``pending``."""
+        try:
+            for _ in range(REPAIR_ATTEMPTS):
+                first = room.pending[0]
+                async for seq, prev, body in self._read_after(room.name, room.last_seq,
+                                                              until=first.seq):
+                    self._deliver(room, seq, prev, body)
+                if first.prev <= room.last_seq:
+                    break
+                await asyncio.sleep(REPAIR_DELAY)  # a lagging replica answered; ask again
+            else:
+                log.warning("room %s: gap before seq %d could not be filled", room.name,
+                            room.pending[0].seq)
+            self.metrics.gaps_repaired.inc()
+        except Exception:  # noqa: BLE001 - keep the room flowing; clients backfill by prev
+            log.exception("room %s: gap repair failed", room.name)
+        finally:
+            pending, room.pending = room.pending or [], None
+            for msg in pending:
+                if msg.seq > room.last_seq:
+                    self._deliver(room, msg.seq, msg.prev, msg.body)
+
+    # -- history ---------------------------------------------------------------------
+
+    async def _read_after(self, name: str, anchor: int, *, until: int | None = None
+                          ) -> AsyncIterator[tuple[int, int | None, bytes]]:
+        """Retained messages of ``name`` with ``anchor < seq < until``, ``prev``-chained.
+
+        The first message's ``prev`` is ``anchor`` only when the anchor itself is still
+        retained (history is a suffix of the room's messages, so nothing in between can be
+        missing); otherwise it is None: unknown.
+        """
+        start = max(anchor, 1)
+        prev: int | None = None
+        first = True
+        while True:
+            page = await self.bp.history(name, start, self.history_page)
+            for m in page:
+                if first:
+                    first = False
+                    if m.seq == anchor:
+                        prev = anchor
+                        continue
+                if until is not None and m.seq >= until:
+                    return
+                if m.seq <= anchor:
+                    continue
+                yield m.seq, prev, m.body
+                prev = m.seq
+            if len(page) < self.history_page:
+                return
+            start = page[-1].seq + 1
+
+    async def _catch_up(self, room: Room, member: Member, since: int) -> JoinResult:
+        replayed = 0
+        last = since
+        recovered: bool | None = None
+        async for seq, prev, body in self._read_after(room.name, since):
+            if recovered is None:
+                recovered = prev is not None
+            if not member.send_frame(p.message_frame(room.name_json, seq, prev, body)):
+                raise ConnectionError("member gone during replay")
+            replayed += 1
+            last = seq
+            if replayed % 64 == 0:
+                await member.drain()
+        if recovered is None:
+            # Nothing after ``since`` is retained: recovered iff nothing after it was stored.
+            recovered = await self.bp.last_seq(room.name) <= since
+        elif since == 0:
+            recovered = replayed < self.history_per_room
+        # Hand over to live: deliver the buffered live frames the replay did not cover.
+        while True:
+            buf = room.catching.get(member)
+            if buf is None:
+                raise ConnectionError("member left during replay")
+            if not buf:
+                break
+            room.catching[member] = []
+            for seq, prev, frame in buf:
+                if seq <= last:
+                    continue
+                if prev is not None and prev > last:
+                    # The replica that served the replay lagged; read the missing part.
+                    async for s, pv, body in self._read_after(room.name, last, until=seq):
+                        member.send_frame(p.message_frame(room.name_json, s, pv, body))
+                        replayed += 1
+                        last = s
+                member.send_frame(frame)
+                last = seq
+        room.catching.pop(member, None)
+        room.members[member] = None
+        return JoinResult(position=last, recovered=recovered, replayed=replayed)
+
+    # -- housekeeping ----------------------------------------------------------------
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self.rooms.clear()

@@ -1,0 +1,207 @@
+"""The edge node: a websockets server on uvloop, JWT auth at the handshake, HTTP endpoints.
+
+``/ws`` upgrades to the roomcast protocol (``docs/protocol.md``); ``/healthz``, ``/readyz`` and
+``/metrics`` answer plain HTTP on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import signal
+import time
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from roomcast import protocol as p
+from roomcast.auth import verify_token
+from roomcast.backplane.base import Backplane
+from roomcast.backplane.nats import NatsBackplane
+from roomcast.config import NodeConfig
+from roomcast.errors import AuthError
+from roomcast.node.connection import Connection
+from roomcast.node.metrics import NodeMetrics
+from roomcast.node.peer import Peer, PeerLimits
+from roomcast.node.rooms import RoomRegistry
+from roomcast.protocol import CloseCode
+
+log = logging.getLogger("roomcast.node")
+
+WS_PATH = "/ws"
+
+
+class Node:
+    """One edge node. ``async with Node(config) as node:`` serves until the block exits."""
+
+    def __init__(self, config: NodeConfig, backplane: Backplane | None = None) -> None:
+        self.config = config
+        self.metrics = NodeMetrics(config.node_id)
+        self.backplane = backplane or NatsBackplane(config.nats)
+        if isinstance(self.backplane, NatsBackplane):
+            self.backplane.on_state_change = lambda up: self.metrics.nats_connected.set(int(up))
+        self.rooms = RoomRegistry(self.backplane, self.metrics,
+                                  history_page=config.history_page,
+                                  history_per_room=config.nats.history_per_room)
+        self.limits = PeerLimits(config.max_rooms_per_connection, config.rate_limit,
+                                 config.rate_burst, config.flood_close_after)
+        self.connections: dict[Connection, None] = {}
+        self.draining = False
+        self._server: Server | None = None
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task] = set()
+        self._inflight: set[asyncio.Task] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.backplane.start()
+        cfg = self.config
+        self._server = await serve(
+            self._handle,
+            cfg.host,
+            cfg.port,
+            process_request=self._process_request,
+            max_size=cfg.max_frame,
+            compression="deflate" if cfg.compression else None,
+            ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_timeout,
+            max_queue=16,
+            server_header="roomcast",
+        )
+        log.info("node listening", extra={"port": self.port, "ws_path": WS_PATH})
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Drain: refuse new connections, close clients, finish in-flight publishes."""
+        if self.draining:
+            return
+        self.draining = True
+        self.metrics.draining.set(1)
+        log.info("draining", extra={"connections": len(self.connections)})
+        if self._server is not None:
+            self._server.close(close_connections=False)
+        for conn in list(self.connections):
+            conn.close(CloseCode.SERVICE_RESTART, "node restarting")
+        await self._wait(self._inflight, self.config.drain_timeout)
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await asyncio.wait_for(self._server.wait_closed(), 10)
+        await self._wait(self._tasks, 5)
+        await self.rooms.close()
+        await self.backplane.close()
+        log.info("stopped")
+
+    @staticmethod
+    async def _wait(tasks: set[asyncio.Task], timeout: float) -> None:
+        if tasks:
+            await asyncio.wait(list(tasks), timeout=timeout)
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def spawn(self, coro, *, inflight: bool = False) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        group = self._inflight if inflight else self._tasks
+        group.add(task)
+        task.add_done_callback(group.discard)
+        return task
+
+    # -- HTTP and handshake ----------------------------------------------------------
+
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        path = url.path
+        if path == "/healthz":
+            return _text(HTTPStatus.OK, "ok\n")
+        if path == "/readyz":
+            ready, why = await self.readiness()
+            return _text(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, why + "\n")
+        if path == "/metrics":
+            body = self.metrics.render()
+            return Response(200, "OK", Headers([("Content-Type", "text/plain; version=0.0.4"),
+                                                ("Content-Length", str(len(body)))]), body)
+        if path != WS_PATH:
+            return _text(HTTPStatus.NOT_FOUND, "not found\n")
+        if self.draining:
+            return _text(HTTPStatus.SERVICE_UNAVAILABLE, "node draining\n")
+        limit = self.config.max_connections
+        if limit and len(self.connections) >= limit:
+            return _text(HTTPStatus.SERVICE_UNAVAILABLE, "node full\n")
+        token = _token_from(request, url.query)
+        try:
+            conn.roomcast_identity = verify_token(token, self.config.auth)
+        except AuthError as exc:
+            self.metrics.auth_failures.inc()
+            return _text(HTTPStatus.UNAUTHORIZED, exc.reason + "\n",
+                         [("WWW-Authenticate", 'Bearer realm="roomcast"')])
+        return None
+
+    async def readiness(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        if not self.backplane.connected:
+            return False, "nats disconnected"
+        if isinstance(self.backplane, NatsBackplane) and not await self.backplane.stream_reachable():
+            return False, "stream unreachable"
+        return True, "ready"
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        identity = ws.roomcast_identity
+        conn_id = f"{self.config.node_id}.{next(self._ids)}"
+        peer = Peer(identity, conn_id, self.limits, asyncio.get_running_loop().time())
+        conn = Connection(ws, peer, self)
+        self.connections[conn] = None
+        self.metrics.connections.set(len(self.connections))
+        try:
+            conn.send_frame(p.welcome(node=self.config.node_id, conn=conn_id, user=identity.user,
+                                      epoch=self.backplane.epoch, max_frame=self.config.max_frame,
+                                      ping_interval=self.config.ping_interval))
+            await conn.run()
+        finally:
+            del self.connections[conn]
+            self.metrics.connections.set(len(self.connections))
+
+
+def _text(status: HTTPStatus, text: str, extra: list[tuple[str, str]] | None = None) -> Response:
+    body = text.encode()
+    headers = Headers([("Content-Type", "text/plain; charset=utf-8"),
+                       ("Content-Length", str(len(body))), *(extra or [])])
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _token_from(request: Request, query: str) -> str | None:
+    auth = request.headers.get("Authorization")
+    if auth and auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    values = parse_qs(query).get("token")
+    return values[0] if values else None
+
+
+async def run_node(config: NodeConfig) -> int:
+    """Serve until SIGTERM/SIGINT, then drain and return the exit code (0)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    node = Node(config)
+    await node.start()
+    print(f"roomcast node {config.node_id} ready on ws://{config.host}:{node.port}{WS_PATH}",
+          flush=True)
+    await stop.wait()
+    t0 = time.monotonic()
+    await node.stop()
+    log.info("drained", extra={"seconds": round(time.monotonic() - t0, 3)})
+    return 0

@@ -1,0 +1,173 @@
+"""JWT authentication and room permissions (``docs/protocol.md`` §1).
+
+A token names the user (``sub``), must expire (``exp``), and lists the room patterns the user
+may subscribe to and publish to in a ``roomcast`` claim::
+
+    {"sub": "alice", "exp": 1767225600,
+     "roomcast": {"subscribe": ["lobby", "chat.*"], "publish": ["chat.>"], "info": {...}}}
+
+Patterns use NATS wildcards over the dot-separated room name: ``*`` matches one token,
+``>`` matches one or more trailing tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from roomcast.errors import AuthError, ConfigError
+
+ALLOWED_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512",
+                                "ES256", "ES384", "ES512", "EdDSA"})
+
+
+def pattern_matches(pattern: str, room: str) -> bool:
+    """NATS-style wildcard match of ``pattern`` against ``room``."""
+    if pattern == room:
+        return True
+    p_tokens = pattern.split(".")
+    r_tokens = room.split(".")
+    for i, p in enumerate(p_tokens):
+        if p == ">":
+            return len(r_tokens) > i
+        if i >= len(r_tokens):
+            return False
+        if p != "*" and p != r_tokens[i]:
+            return False
+    return len(p_tokens) == len(r_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """What rooms a user may subscribe to (join) and publish to."""
+
+    subscribe: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+
+    def can_subscribe(self, room: str) -> bool:
+        return any(pattern_matches(p, room) for p in self.subscribe)
+
+    def can_publish(self, room: str) -> bool:
+        return any(pattern_matches(p, room) for p in self.publish)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated user, from a verified token."""
+
+    user: str
+    permissions: Permissions
+    expires_at: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """How tokens are verified.
+
+    Args:
+        key: HMAC secret (HS*) or PEM public key (RS*/ES*/EdDSA).
+        algorithms: explicit allow-list; ``none`` is never accepted.
+        audience: required ``aud`` when set.
+        issuer: required ``iss`` when set.
+        leeway: seconds of clock skew tolerated on ``exp``/``nbf``.
+    """
+
+    key: str
+    algorithms: tuple[str, ...] = ("HS256",)
+    audience: str | None = None
+    issuer: str | None = None
+    leeway: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            raise ConfigError("jwt_key", "a JWT key or secret is required")
+        if not self.algorithms:
+            raise ConfigError("jwt_algorithms", "at least one algorithm is required")
+        bad = [a for a in self.algorithms if a not in ALLOWED_ALGORITHMS]
+        if bad:
+            raise ConfigError("jwt_algorithms", f"not allowed: {', '.join(bad)}")
+        hs = [a.startswith("HS") for a in self.algorithms]
+        if any(hs) and not all(hs):
+            raise ConfigError("jwt_algorithms", "do not mix HMAC and public-key algorithms")
+        if all(hs) and len(self.key.encode()) < 32:
+            raise ConfigError("jwt_key", "an HMAC secret must be at least 32 bytes")
+
+
+def verify_token(token: str | None, config: AuthConfig, *, now: float | None = None) -> Identity:
+    """Verify ``token`` and return who it names.
+
+    Raises:
+        AuthError: with a reason that is safe to show to the client.
+    """
+    if not token:
+        raise AuthError("missing token")
+    options = {"require": ["exp", "sub"]}
+    try:
+        claims = jwt.decode(
+            token,
+            config.key,
+            algorithms=list(config.algorithms),
+            audience=config.audience,
+            issuer=config.issuer,
+            leeway=config.leeway,
+            options=options,
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("token expired") from None
+    except jwt.InvalidSignatureError:
+        raise AuthError("bad token signature") from None
+    except jwt.InvalidAlgorithmError:
+        raise AuthError("token algorithm not allowed") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise AuthError(f"token lacks required claim {exc.claim!r}") from None
+    except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as exc:
+        raise AuthError(f"token {str(exc).lower()}") from None
+    except jwt.InvalidTokenError:
+        raise AuthError("malformed token") from None
+    user = claims.get("sub")
+    if not isinstance(user, str) or not 0 < len(user) <= 128 or not user.isprintable():
+        raise AuthError("claim 'sub' must be 1..128 printable characters")
+    rc = claims.get("roomcast") or {}
+    if not isinstance(rc, dict):
+        raise AuthError("claim 'roomcast' must be an object")
+    info = rc.get("info") or {}
+    return Identity(
+        user=user,
+        permissions=Permissions(
+            subscribe=_patterns(rc.get("subscribe")),
+            publish=_patterns(rc.get("publish")),
+        ),
+        expires_at=float(claims["exp"]),
+        info=info if isinstance(info, dict) else {},
+    )
+
+
+def _patterns(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise AuthError("room permissions must be lists of strings")
+    return tuple(value)
+
+
+def mint_token(key: str, user: str, *, subscribe: list[str] | None = None,
+               publish: list[str] | None = None, ttl: float = 3600.0,
+               algorithm: str = "HS256", audience: str | None = None,
+               issuer: str | None = None, info: dict | None = None,
+               now: float | None = None) -> str:
+    """Create a token (for development and tests; production tokens come from your backend)."""
+    issued = int(now if now is not None else time.time())
+    rc: dict[str, Any] = {"subscribe": subscribe if subscribe is not None else [">"],
+                          "publish": publish if publish is not None else [">"]}
+    if info:
+        rc["info"] = info
+    claims: dict[str, Any] = {"sub": user, "iat": issued, "exp": int(issued + ttl), "roomcast": rc}
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
+    return jwt.encode(claims, key, algorithm=algorithm)

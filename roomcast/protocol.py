@@ -1,0 +1,250 @@
+"""The roomcast wire protocol: frames, error codes and close codes. No I/O here.
+
+Every frame is a JSON object in a WebSocket text frame with a ``type`` field. The contract
+for client authors is ``docs/protocol.md``; this module is its executable form. Section
+references (``§n``) point into that document.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+import msgspec
+
+# --------------------------------------------------------------------------------------
+# Limits and names (§2)
+# --------------------------------------------------------------------------------------
+
+#: A room name: dot-separated tokens of letters, digits, ``_`` and ``-`` (§2.1).
+ROOM_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+MAX_ROOM_LEN = 200
+MAX_ID_LEN = 128
+MAX_RID_LEN = 64
+
+
+def valid_room(room: str) -> bool:
+    """True when ``room`` is a well-formed room name (§2.1)."""
+    return len(room) <= MAX_ROOM_LEN and ROOM_RE.match(room) is not None
+
+
+# --------------------------------------------------------------------------------------
+# Error codes (§5) and close codes (§6)
+# --------------------------------------------------------------------------------------
+
+
+class ErrorCode(enum.StrEnum):
+    """The ``code`` of an ``error`` frame (§5)."""
+
+    BAD_FRAME = "bad_frame"  # not JSON, not an object, or fields of the wrong type
+    UNKNOWN_TYPE = "unknown_type"
+    BAD_ROOM = "bad_room"
+    FORBIDDEN = "forbidden"
+    NOT_JOINED = "not_joined"
+    TOO_MANY_ROOMS = "too_many_rooms"
+    RATE_LIMITED = "rate_limited"
+    PUBLISH_FAILED = "publish_failed"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+
+    @property
+    def temporary(self) -> bool:
+        """Whether retrying the same request later may succeed."""
+        return self in _TEMPORARY
+
+
+_TEMPORARY = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.PUBLISH_FAILED,
+                        ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL})
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the server uses (§6).
+
+    4000-4499: the client should reconnect (and resume). 4500-4999: it should not
+    reconnect with the same credentials.
+    """
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    SLOW_CONSUMER = 4001
+    FLOOD = 4002
+    TOKEN_EXPIRED = 4500
+
+    @property
+    def reconnect(self) -> bool:
+        return self.value < 4500
+
+
+# --------------------------------------------------------------------------------------
+# Client -> server frames (§3)
+# --------------------------------------------------------------------------------------
+
+Rid = int | str | None
+
+
+class Join(msgspec.Struct, tag="join", tag_field="type"):
+    room: str
+    rid: Rid = None
+    since: int | None = None
+    epoch: str | None = None
+
+
+class Leave(msgspec.Struct, tag="leave", tag_field="type"):
+    room: str
+    rid: Rid = None
+
+
+class Publish(msgspec.Struct, tag="publish", tag_field="type"):
+    room: str
+    data: msgspec.Raw
+    id: str | None = None
+    rid: Rid = None
+
+
+class Ping(msgspec.Struct, tag="ping", tag_field="type"):
+    rid: Rid = None
+
+
+ClientFrame = Join | Leave | Publish | Ping
+CLIENT_TYPES = ("join", "leave", "publish", "ping")
+
+_client_decoder = msgspec.json.Decoder(ClientFrame)
+
+
+class _Probe(msgspec.Struct):
+    type: object = None
+    rid: object = None
+
+
+_probe_decoder = msgspec.json.Decoder(_Probe)
+
+
+class FrameError(Exception):
+    """A client frame could not be decoded; carries the error frame fields (§5)."""
+
+    def __init__(self, code: ErrorCode, message: str, rid: Rid = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.rid = rid
+
+
+def decode_client_frame(raw: bytes | str) -> ClientFrame:
+    """Parse one client frame.
+
+    Raises:
+        FrameError: with ``bad_frame`` or ``unknown_type`` and the frame's ``rid`` when it
+            could be read.
+    """
+    try:
+        frame = _client_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _classify(raw, exc) from None
+    rid = frame.rid
+    if isinstance(rid, str) and len(rid) > MAX_RID_LEN:
+        raise FrameError(ErrorCode.BAD_FRAME, f"rid longer than {MAX_RID_LEN}")
+    if isinstance(frame, Publish) and frame.id is not None and not 0 < len(frame.id) <= MAX_ID_LEN:
+        raise FrameError(ErrorCode.BAD_FRAME, f"id must be 1..{MAX_ID_LEN} characters", rid)
+    return frame
+
+
+def _classify(raw: bytes | str, exc: Exception) -> FrameError:
+    """Explain why a frame failed to decode (slow path, only on errors)."""
+    try:
+        probe = _probe_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return FrameError(ErrorCode.BAD_FRAME, "frame is not a JSON object")
+    rid = probe.rid if isinstance(probe.rid, (int, str)) and not isinstance(probe.rid, bool) else None
+    if isinstance(rid, str) and len(rid) > MAX_RID_LEN:
+        rid = None
+    if not isinstance(probe.type, str):
+        return FrameError(ErrorCode.BAD_FRAME, "missing string field 'type'", rid)
+    if probe.type not in CLIENT_TYPES:
+        return FrameError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {probe.type[:32]!r}", rid)
+    return FrameError(ErrorCode.BAD_FRAME, str(exc)[:200], rid)
+
+
+# --------------------------------------------------------------------------------------
+# Server -> client frames (§4)
+# --------------------------------------------------------------------------------------
+
+_encode = msgspec.json.Encoder().encode
+
+
+def encode(obj: dict) -> bytes:
+    """Encode a server frame (a dict with ``type``) as JSON bytes."""
+    return _encode(obj)
+
+
+def _with_rid(frame: dict, rid: Rid) -> dict:
+    if rid is not None:
+        frame["rid"] = rid
+    return frame
+
+
+def welcome(*, node: str, conn: str, user: str, epoch: str, max_frame: int,
+            ping_interval: float | None, resume_token: str | None = None) -> bytes:
+    frame = {"type": "welcome", "node": node, "conn": conn, "user": user, "epoch": epoch,
+             "max_frame": max_frame, "ping_interval": ping_interval}
+    if resume_token is not None:
+        frame["resume_token"] = resume_token
+    return encode(frame)
+
+
+def joined(room: str, rid: Rid, *, seq: int, recovered: bool | None = None,
+           replayed: int = 0) -> bytes:
+    frame: dict = {"type": "joined", "room": room, "seq": seq}
+    if recovered is not None:
+        frame["recovered"] = recovered
+        frame["replayed"] = replayed
+    return encode(_with_rid(frame, rid))
+
+
+def left(room: str, rid: Rid) -> bytes:
+    return encode(_with_rid({"type": "left", "room": room}, rid))
+
+
+def ack(room: str, rid: Rid, msg_id: str | None, seq: int, duplicate: bool) -> bytes:
+    frame = {"type": "ack", "room": room, "id": msg_id, "seq": seq, "duplicate": duplicate}
+    return encode(_with_rid(frame, rid))
+
+
+def pong(rid: Rid) -> bytes:
+    return encode(_with_rid({"type": "pong"}, rid))
+
+
+def error(code: ErrorCode, message: str, rid: Rid = None, room: str | None = None) -> bytes:
+    frame: dict = {"type": "error", "code": code.value, "message": message,
+                   "temporary": code.temporary}
+    if room is not None:
+        frame["room"] = room
+    return encode(_with_rid(frame, rid))
+
+
+# --- message frames: one encode per message per node (§4.5) --------------------------
+
+
+def stored_body(sender: bytes, ts_ms: int, msg_id: str | None, data: bytes) -> bytes:
+    """The bytes stored in JetStream for one published message.
+
+    ``sender`` is the JSON-encoded user id (encoded once per connection). The body is a JSON
+    object whose fields become the tail of every ``message`` frame built from it.
+    """
+    enc_id = _encode(msg_id) if msg_id is not None else b"null"
+    return b'{"from":%b,"ts":%d,"id":%b,"data":%b}' % (sender, ts_ms, enc_id, data)
+
+
+def message_frame(room_json: bytes, seq: int, prev: int | None, body: bytes) -> bytes:
+    """Build the ``message`` frame for a stored message, once for every local member.
+
+    ``room_json`` is the room name already JSON-encoded; ``body`` is what
+    :func:`stored_body` produced. ``prev`` None (sent as ``null``) means "not known": the
+    message follows a gap that history could no longer fill (§4.5).
+    """
+    if prev is None:
+        return b'{"type":"message","room":%b,"seq":%d,"prev":null,%b' % (room_json, seq, body[1:])
+    return b'{"type":"message","room":%b,"seq":%d,"prev":%d,%b' % (room_json, seq, prev, body[1:])
