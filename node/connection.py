@@ -84,7 +84,7 @@ class Connection:
         try:
             async for raw in self.ws:
                 if self._closing:
-                    break
+                    continue  # keep reading so the closing handshake can complete
                 for action in self.peer.handle(raw, loop.time()):
                     if isinstance(action, Send):
                         if action.frame.startswith(b'{"type":"error"'):

@@ -1,0 +1,41 @@
+# roomcast: two commands on a fresh machine.
+#   make run   - create .venv, install, start a local cluster (3 NATS servers + 2 edge nodes)
+#   make test  - create .venv, install, run every test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-fast test-slow lint bench clean install
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/roomcast dev
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+test-slow: $(STAMP)
+	ROOMCAST_SLOW=1 $(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.pingpong
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

