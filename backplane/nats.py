@@ -20,9 +20,9 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
-
 from roomcast.backplane import subjects
 from roomcast.backplane.base import MessageHandler, PublishResult, RoomMessage, StoredMessage
+
 from roomcast.backoff import backoff_delays
 from roomcast.errors import BackplaneError, ConfigError, PublishError
 
@@ -126,7 +126,7 @@ class NatsBackplane:
         try:
             # nats.connect retries the initial connect itself; bound it by our deadline.
             self._nc = await asyncio.wait_for(nats.connect(**opts), cfg.connect_timeout)
-        except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise BackplaneError(f"cannot connect to NATS at {list(cfg.urls)}: {exc!r}") from exc
         self._js = self._nc.jetstream(timeout=cfg.publish_attempt_timeout)
         await self._ensure_stream(deadline)
@@ -205,8 +205,7 @@ class NatsBackplane:
                                                    wait_stall=cfg.publish_attempt_timeout)
                 ack = await asyncio.wait_for(fut, cfg.publish_attempt_timeout)
                 return PublishResult(ack.seq, bool(ack.duplicate))
-            except (asyncio.TimeoutError, nats.errors.Error, nats.js.errors.Error,
-                    OSError) as exc:
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 last = exc
             if time.monotonic() >= deadline:
                 raise PublishError(room, attempts, last)
@@ -270,7 +269,7 @@ class NatsBackplane:
                 out.append(StoredMessage(int(h["Nats-Sequence"]), msg.data))
                 if len(out) >= limit:
                     return out
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise BackplaneError(f"history read of {room!r} timed out") from exc
         finally:
             del self._hist_waiters[token]

@@ -13,13 +13,13 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from roomcast.node.peer import Close, DoJoin, DoLeave, DoPublish, Peer, Send
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from roomcast import protocol as p
 from roomcast.errors import BackplaneError, PublishError
-from roomcast.node.peer import Close, DoJoin, DoLeave, DoPublish, Peer, Send
 from roomcast.protocol import CloseCode, ErrorCode
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class Connection:
             since = 0  # positions from another stream epoch mean nothing here
         try:
             res = await self.node.rooms.join(self, a.room, since)
-        except (BackplaneError, asyncio.TimeoutError):
+        except (TimeoutError, BackplaneError):
             self.peer.join_failed(a.room)
             self._error(ErrorCode.UNAVAILABLE, "room temporarily unavailable", a.rid, a.room)
             return

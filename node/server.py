@@ -14,20 +14,20 @@ import time
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
+from roomcast.backplane.base import Backplane
+from roomcast.backplane.nats import NatsBackplane
+from roomcast.node.connection import Connection
+from roomcast.node.metrics import NodeMetrics
+from roomcast.node.peer import Peer, PeerLimits
+from roomcast.node.rooms import RoomRegistry
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from roomcast import protocol as p
 from roomcast.auth import verify_token
-from roomcast.backplane.base import Backplane
-from roomcast.backplane.nats import NatsBackplane
 from roomcast.config import NodeConfig
 from roomcast.errors import AuthError
-from roomcast.node.connection import Connection
-from roomcast.node.metrics import NodeMetrics
-from roomcast.node.peer import Peer, PeerLimits
-from roomcast.node.rooms import RoomRegistry
 from roomcast.protocol import CloseCode
 
 log = logging.getLogger("roomcast.node")
@@ -101,9 +101,9 @@ class Node:
         log.info("stopped")
 
     @staticmethod
-    async def _wait(tasks: set[asyncio.Task], timeout: float) -> None:
+    async def _wait(tasks: set[asyncio.Task], seconds: float) -> None:
         if tasks:
-            await asyncio.wait(list(tasks), timeout=timeout)
+            await asyncio.wait(list(tasks), timeout=seconds)
 
     async def __aenter__(self) -> Node:
         await self.start()

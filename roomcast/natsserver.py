@@ -61,7 +61,7 @@ class NatsServer:
     def write_config(self) -> None:
         lines = [
             f'server_name: "{self.name}"',
-            "listen: 127.0.0.1:%d" % self.port,
+            f"listen: 127.0.0.1:{self.port}",
             "jetstream {",
             f'  store_dir: "{self.store_dir}"',
             "  max_memory_store: 256MB",

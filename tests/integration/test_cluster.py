@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
 import pytest_asyncio
 
 from tests.helpers import UNIT, WsClient, assert_chain, room_name, start_node

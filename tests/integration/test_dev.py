@@ -1,0 +1,79 @@
+"""`roomcast dev` (what `make run` starts): serves, prints URLs and a token, stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.helpers import UNIT, WsClient, room_name
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def test_dev_cluster_serves_and_stops_without_orphans():
+    """The dev cluster prints node URLs and a token, relays across nodes, and Ctrl-C stops all."""
+    proc = subprocess.Popen([sys.executable, "-m", "roomcast", "dev", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60 * UNIT
+        while not any("Ctrl-C stops everything" in line for line in lines):
+            assert time.monotonic() < deadline, "".join(lines)
+            line = await asyncio.to_thread(proc.stdout.readline)
+            assert line, "dev exited early:\n" + "".join(lines)
+            lines.append(line)
+        text = "".join(lines)
+        urls = re.findall(r"node-\d: ws://127\.0\.0\.1:(\d+)/ws", text)
+        assert len(urls) == 2, text
+        assert len(re.findall(r"nats://127\.0\.0\.1:\d+", text)) == 3
+        tok = re.search(r"dev token.*\n\s+(\S+)", text).group(1)
+        kids = children_of(proc.pid)
+        assert len(kids) == 5, kids  # 3 nats-server + 2 nodes
+
+        room = room_name()
+        a = await WsClient.connect(int(urls[0]), tok)
+        b = await WsClient.connect(int(urls[1]), tok)
+        await a.join(room)
+        await b.join(room)
+        ack = await a.publish(room, "hello from dev")
+        assert (await b.wait_messages(room, 1))[0]["seq"] == ack["seq"]
+        await a.close()
+        await b.close()
+
+        proc.send_signal(signal.SIGINT)
+        rest = await asyncio.to_thread(proc.communicate, timeout=60 * UNIT)
+        assert proc.returncode == 0, rest
+        assert "roomcast dev: stopped" in rest[0]
+        assert [k for k in kids if alive(k)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

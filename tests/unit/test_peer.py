@@ -1,0 +1,87 @@
+"""roomcast.node.peer: frames in, actions out (no I/O)."""
+
+from __future__ import annotations
+
+import json
+
+from roomcast.node.peer import (
+    Close,
+    DoJoin,
+    DoLeave,
+    DoPublish,
+    Peer,
+    PeerLimits,
+    Send,
+    TokenBucket,
+)
+
+from roomcast.auth import Identity, Permissions
+from roomcast.protocol import CloseCode
+
+
+def make_peer(**limits) -> Peer:
+    ident = Identity("alice", Permissions(("chat.*", "lobby"), ("chat.*",)), expires_at=1e12)
+    return Peer(ident, "n1.1", PeerLimits(**limits), now=0.0)
+
+
+def error_code(actions) -> str:
+    [a] = actions
+    assert isinstance(a, Send)
+    return json.loads(a.frame)["code"]
+
+
+def test_join_leave_publish_actions():
+    """Permitted requests become backplane actions; the dedupe id is scoped to the user."""
+    peer = make_peer()
+    assert peer.handle(b'{"type":"join","room":"chat.a","rid":1}', 0) == [
+        DoJoin("chat.a", 1, None, None)]
+    assert peer.rooms == {"chat.a"}
+    [pub] = peer.handle(b'{"type":"publish","room":"chat.a","data":{"x":1},"id":"m1"}', 0)
+    assert isinstance(pub, DoPublish) and pub.dedupe_id == "alice:m1" and pub.body == b'{"x":1}'
+    [auto] = peer.handle(b'{"type":"publish","room":"chat.a","data":1}', 0)
+    assert auto.client_id is None and auto.dedupe_id == "n1.1:1"
+    assert peer.handle(b'{"type":"leave","room":"chat.a"}', 0) == [DoLeave("chat.a", None)]
+    assert peer.rooms == set()
+
+
+def test_permissions_and_room_validation():
+    """Forbidden rooms and bad names are error frames, not actions."""
+    peer = make_peer()
+    assert error_code(peer.handle(b'{"type":"join","room":"admin"}', 0)) == "forbidden"
+    assert error_code(peer.handle(b'{"type":"publish","room":"lobby","data":1}', 0)) == "forbidden"
+    assert error_code(peer.handle(b'{"type":"join","room":"chat.*"}', 0)) == "bad_room"
+    assert error_code(peer.handle(b'{"type":"leave","room":"lobby"}', 0)) == "not_joined"
+    assert error_code(peer.handle(b'{"type":"join","room":"lobby","since":-1}', 0)) == "bad_frame"
+    assert error_code(peer.handle(
+        b'{"type":"publish","room":"chat.a","data":1,"id":"a\\nb"}', 0)) == "bad_frame"
+
+
+def test_room_limit():
+    """Joins past max_rooms are refused; re-joining a joined room is not counted twice."""
+    peer = make_peer(max_rooms=2)
+    peer.handle(b'{"type":"join","room":"chat.a"}', 0)
+    peer.handle(b'{"type":"join","room":"chat.b"}', 0)
+    assert isinstance(peer.handle(b'{"type":"join","room":"chat.a"}', 0)[0], DoJoin)
+    assert error_code(peer.handle(b'{"type":"join","room":"chat.c"}', 0)) == "too_many_rooms"
+    peer.join_failed("chat.b")
+    assert isinstance(peer.handle(b'{"type":"join","room":"chat.c"}', 0)[0], DoJoin)
+
+
+def test_flood_control():
+    """Past the burst, frames are refused as rate_limited; a long run of them closes with 4002."""
+    peer = make_peer(rate_limit=10, rate_burst=3, flood_close_after=4)
+    ping = b'{"type":"ping"}'
+    assert all(isinstance(peer.handle(ping, 0)[0], Send) for _ in range(3))
+    for _ in range(3):
+        assert error_code(peer.handle(ping, 0)) == "rate_limited"
+    assert peer.handle(ping, 0) == [Close(CloseCode.FLOOD, "flood")]
+    # Tokens come back with time, and a good frame resets the run.
+    assert json.loads(peer.handle(ping, 1.0)[0].frame)["type"] == "pong"
+
+
+def test_token_bucket_refills_at_rate_up_to_burst():
+    """The bucket holds at most burst tokens and refills at rate per second."""
+    b = TokenBucket(rate=2, burst=4, now=0)
+    assert [b.take(0) for _ in range(5)] == [True] * 4 + [False]
+    assert b.take(0.5) and not b.take(0.5)
+    assert sum(b.take(100) for _ in range(10)) == 4

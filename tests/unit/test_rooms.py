@@ -1,0 +1,159 @@
+"""roomcast.node.rooms over the in-memory backplane: fan-out, sequencer, catch-up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from roomcast.backplane.base import RoomMessage
+from roomcast.backplane.memory import MemoryBackplane
+from roomcast.node.metrics import NodeMetrics
+from roomcast.node.rooms import RoomRegistry
+
+
+class FakeMember:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.overflowed = False
+
+    def send_frame(self, frame: bytes) -> bool:
+        self.frames.append(frame)
+        return True
+
+    def overflow(self) -> None:
+        self.overflowed = True
+
+    async def drain(self) -> None:
+        await asyncio.sleep(0)
+
+    def seqs(self) -> list[int]:
+        return [json.loads(f)["seq"] for f in self.frames]
+
+    def prevs(self) -> list[int | None]:
+        return [json.loads(f)["prev"] for f in self.frames]
+
+
+def registry(bp: MemoryBackplane, **kw) -> RoomRegistry:
+    return RoomRegistry(bp, NodeMetrics("t"), **kw)
+
+
+def body(i: int) -> bytes:
+    return b'{"from":"u","ts":0,"id":null,"data":%d}' % i
+
+
+async def test_one_frame_object_for_every_member():
+    """A message is encoded once and the same bytes object goes to every member."""
+    bp = MemoryBackplane()
+    reg = registry(bp)
+    members = [FakeMember() for _ in range(3)]
+    for m in members:
+        await reg.join(m, "r")
+    await bp.publish("r", body(1), "a")
+    assert members[0].frames[0] is members[1].frames[0] is members[2].frames[0]
+
+
+async def test_subscription_is_reference_counted():
+    """The node subscribes on first join and unsubscribes after the last leave."""
+    bp = MemoryBackplane()
+    reg = registry(bp)
+    a, b = FakeMember(), FakeMember()
+    await reg.join(a, "r")
+    await reg.join(b, "r")
+    assert len(bp._subs["r"]) == 1
+    await reg.leave(a, "r")
+    assert "r" in bp._subs
+    await reg.leave(b, "r")
+    assert "r" not in bp._subs and "r" not in reg.rooms
+
+
+async def test_duplicates_dropped_and_gaps_repaired_from_history():
+    """A redelivered message is dropped; a live gap is filled from history, in order."""
+    bp = MemoryBackplane()
+    reg = registry(bp)
+    m = FakeMember()
+    res = await reg.join(m, "r")
+    assert res.position == 0
+    await bp.publish("r", body(1), "1")
+    # Store 2 and 3 without live delivery (as if the node was disconnected from NATS).
+    handlers = bp._subs.pop("r")
+    await bp.publish("r", body(2), "2")
+    await bp.publish("r", body(3), "3")
+    bp._subs["r"] = handlers
+    reg._on_message(RoomMessage("r", 1, 0, body(1)))  # duplicate
+    await bp.publish("r", body(4), "4")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert m.seqs() == [1, 2, 3, 4]
+    assert m.prevs() == [0, 1, 2, 3]
+
+
+async def test_catch_up_replays_then_goes_live_without_loss_or_duplicate():
+    """Join with since: replay in pages, messages published meanwhile arrive exactly once."""
+    bp = MemoryBackplane()
+    reg = registry(bp, history_page=7)
+    for i in range(50):
+        await bp.publish("r", body(i), f"p{i}")
+    watcher = FakeMember()
+    await reg.join(watcher, "r")
+    late = FakeMember()
+
+    async def publish_more():
+        for i in range(50, 80):
+            await bp.publish("r", body(i), f"p{i}")
+
+    res, _ = await asyncio.gather(reg.join(late, "r", since=10), publish_more())
+    assert res.recovered is True
+    await bp.publish("r", body(80), "p80")
+    assert late.seqs() == list(range(11, 82))
+    assert late.prevs() == list(range(10, 81))
+
+
+async def test_catch_up_reports_not_recovered_when_history_was_trimmed():
+    """When the position is no longer retained: recovered false, retained messages replayed."""
+    bp = MemoryBackplane(history_per_room=5)
+    reg = registry(bp)
+    for i in range(20):
+        await bp.publish("r", body(i), f"p{i}")
+    m = FakeMember()
+    res = await reg.join(m, "r", since=3)
+    assert res.recovered is False and res.replayed == 5
+    assert m.seqs() == [16, 17, 18, 19, 20]
+    assert m.prevs() == [None, 16, 17, 18, 19]
+
+
+async def test_catch_up_at_the_head_is_recovered():
+    """A position equal to the newest message replays nothing and is recovered."""
+    bp = MemoryBackplane()
+    reg = registry(bp)
+    for i in range(3):
+        await bp.publish("r", body(i), f"p{i}")
+    m = FakeMember()
+    res = await reg.join(m, "r", since=3)
+    assert (res.recovered, res.replayed, res.position) == (True, 0, 3)
+    await bp.publish("r", body(3), "p3")
+    assert m.seqs() == [4] and m.prevs() == [3]
+
+
+async def test_catch_up_buffer_overflow_closes_member():
+    """A member whose live buffer overflows during replay is told to go (it resumes later)."""
+
+    class SlowHistory(MemoryBackplane):
+        gate = asyncio.Event()
+
+        async def history(self, room, start_seq, limit):
+            await self.gate.wait()
+            return await super().history(room, start_seq, limit)
+
+    bp = SlowHistory()
+    reg = registry(bp, catchup_buffer=3)
+    for i in range(5):
+        await bp.publish("r", body(i), f"p{i}")
+    m = FakeMember()
+    task = asyncio.create_task(reg.join(m, "r", since=1))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    for i in range(5, 10):
+        await bp.publish("r", body(i), f"p{i}")
+    assert m.overflowed and m.frames == []
+    bp.gate.set()
+    await task
