@@ -81,6 +81,7 @@ class NatsBackplane:
         self._hist_waiters: dict[str, asyncio.Queue[Msg]] = {}
         self._hist_counter = 0
         self.on_state_change = None  # callable(connected: bool) for metrics/readiness
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -99,7 +100,8 @@ class NatsBackplane:
             log.warning("nats error: %s", exc)
 
         async def on_disconnected() -> None:
-            log.warning("nats disconnected")
+            if not self._closing:
+                log.warning("nats disconnected")
             if self.on_state_change:
                 self.on_state_change(False)
 
@@ -171,6 +173,7 @@ class NatsBackplane:
         raise BackplaneError(f"JetStream stream {cfg.stream!r} not available: {last_exc!r}")
 
     async def close(self) -> None:
+        self._closing = True
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await self._nc.drain()

@@ -33,6 +33,7 @@ from roomcast.protocol import CloseCode
 log = logging.getLogger("roomcast.node")
 
 WS_PATH = "/ws"
+CLOSE_TIMEOUT = 3.0  # seconds a client gets to answer our close frame
 
 
 class Node:
@@ -71,6 +72,7 @@ class Node:
             ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout,
             max_queue=16,
+            close_timeout=CLOSE_TIMEOUT,
             server_header="roomcast",
         )
         log.info("node listening", extra={"port": self.port, "ws_path": WS_PATH})
@@ -94,7 +96,13 @@ class Node:
         await self._wait(self._inflight, self.config.drain_timeout)
         if self._server is not None:
             self._server.close(close_connections=True)
-            await asyncio.wait_for(self._server.wait_closed(), 10)
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT + 1)
+            except asyncio.TimeoutError:
+                # Clients that never answered the closing handshake: drop them.
+                for conn in list(self.connections):
+                    conn.ws.transport.abort()
+                await asyncio.wait_for(self._server.wait_closed(), 5)
         await self._wait(self._tasks, 5)
         await self.rooms.close()
         await self.backplane.close()

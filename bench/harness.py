@@ -1,0 +1,102 @@
+"""Start a local cluster for a benchmark and read its processes' CPU and memory from /proc.
+
+Everything here talks to 127.0.0.1 only and stops the processes it started, by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from roomcast.auth import mint_token
+from roomcast.dev import NodeProcess
+from roomcast.natsserver import NatsCluster, free_port
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()}"
+
+
+@dataclass
+class Cluster:
+    nodes: int = 2
+    nats: int = 3
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.key = secrets.token_urlsafe(32)
+        self.nats_cluster = NatsCluster(self.nats)
+        self.node_procs: list[NodeProcess] = []
+
+    def __enter__(self) -> Cluster:
+        self.nats_cluster.start()
+        env = {"ROOMCAST_LOG_LEVEL": "warning", "ROOMCAST_RATE_LIMIT": "100000",
+               "ROOMCAST_RATE_BURST": "100000", **self.env}
+        for i in range(self.nodes):
+            self.node_procs.append(NodeProcess(f"bench-{i + 1}", "127.0.0.1", free_port(),
+                                               self.nats_cluster.urls, self.key,
+                                               self.nats_cluster.replicas, env))
+        for n in self.node_procs:
+            n.wait_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for n in self.node_procs:
+            n.stop()
+        self.nats_cluster.stop()
+
+    def token(self, user: str) -> str:
+        return mint_token(self.key, user, ttl=3600)
+
+    def node_cpu(self) -> float:
+        return sum(cpu_seconds(n.proc.pid) for n in self.node_procs)
+
+    def nats_cpu(self) -> float:
+        return sum(cpu_seconds(s.proc.pid) for s in self.nats_cluster.servers)
+
+    def node_rss(self) -> list[int]:
+        return [rss_bytes(n.proc.pid) for n in self.node_procs]
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[i]
+
+
+def wait_until(pred, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
