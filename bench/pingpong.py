@@ -77,7 +77,7 @@ async def run(args) -> dict:
             if not args.rate:
                 await asyncio.wait_for(got.wait(), 5)
         deadline = time.monotonic() + 10
-        while len(rtts) < args.count and time.monotonic() < deadline:
+        while len(rtts) < args.count and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         a.transport.close()
         b_proto.transport.close()

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from roomcast.node.peer import Close, DoJoin, DoLeave, DoPublish, Peer, Send
+from roomcast.node.peer import Close, DoJoin, DoLeave, DoPublish, DoResume, Peer, Send
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -21,6 +21,7 @@ from websockets.protocol import State
 from roomcast import protocol as p
 from roomcast.errors import BackplaneError, PublishError
 from roomcast.protocol import CloseCode, ErrorCode
+from roomcast.resume import ResumeTokenError
 
 if TYPE_CHECKING:
     from roomcast.node.server import Node
@@ -29,7 +30,7 @@ log = logging.getLogger("roomcast.node.connection")
 
 
 class Connection:
-    __slots__ = ("ws", "peer", "node", "_closing", "_limit", "__weakref__")
+    __slots__ = ("ws", "peer", "node", "_closing", "_limit", "_inflight", "__weakref__")
 
     def __init__(self, ws: ServerConnection, peer: Peer, node: Node) -> None:
         self.ws = ws
@@ -37,6 +38,7 @@ class Connection:
         self.node = node
         self._closing = False
         self._limit = node.config.send_buffer_limit
+        self._inflight: set[asyncio.Task] = set()
 
     # -- the write seam (rooms.Member) -----------------------------------------------
 
@@ -96,7 +98,9 @@ class Connection:
                         await self._join(action)
                     elif isinstance(action, DoLeave):
                         await self.node.rooms.leave(self, action.room)
-                        self.send_frame(p.left(action.room, action.rid))
+                        self.send_frame(p.left(action.room, action.rid, self.resume_token()))
+                    elif isinstance(action, DoResume):
+                        await self._resume(action)
                     elif isinstance(action, Close):
                         self.close(action.code, action.reason)
         except ConnectionClosed:
@@ -115,26 +119,74 @@ class Connection:
         self.node.metrics.errors.labels(code=code.value).inc()
         self.send_frame(p.error(code, message, rid, room))
 
-    async def _join(self, a: DoJoin) -> None:
-        since = a.since
-        if since is not None and a.epoch is not None and a.epoch != self.node.backplane.epoch:
+    def resume_token(self) -> str:
+        return self.node.resume.issue(self.peer.identity.user, self.peer.rooms,
+                                      self.node.backplane.epoch, self.peer.conn_id)
+
+    async def _join_room(self, room: str, since: int | None, epoch: str | None):
+        """Join (with ``since``: replay first); None when the backplane failed."""
+        stale = since is not None and epoch is not None and epoch != self.node.backplane.epoch
+        if stale:
             since = 0  # positions from another stream epoch mean nothing here
         try:
-            res = await self.node.rooms.join(self, a.room, since)
+            res = await self.node.rooms.join(self, room, since)
         except (TimeoutError, BackplaneError):
-            self.peer.join_failed(a.room)
-            self._error(ErrorCode.UNAVAILABLE, "room temporarily unavailable", a.rid, a.room)
-            return
+            self.peer.join_failed(room)
+            return None
+        if stale:
+            res.recovered = False
+        return res
+
+    async def _join(self, a: DoJoin) -> None:
+        try:
+            res = await self._join_room(a.room, a.since, a.epoch)
         except ConnectionError:
             return
-        if a.since is not None and since != a.since:
-            res.recovered = False
+        if res is None:
+            self._error(ErrorCode.UNAVAILABLE, "room temporarily unavailable", a.rid, a.room)
+            return
         self.send_frame(p.joined(a.room, a.rid, seq=res.position, recovered=res.recovered,
-                                 replayed=res.replayed))
+                                 replayed=res.replayed, resume_token=self.resume_token()))
+
+    async def _resume(self, a: DoResume) -> None:
+        try:
+            claims = self.node.resume.verify(a.token, self.peer.identity.user)
+        except ResumeTokenError as exc:
+            self._error(ErrorCode.BAD_RESUME_TOKEN, exc.reason, a.rid, None)
+            return
+        results: dict[str, dict] = {}
+        allowed = set(self.peer.resume_rooms(claims.rooms))
+        for room in claims.rooms:
+            if room not in allowed:
+                results[room] = {"error": ErrorCode.FORBIDDEN.value}
+                continue
+            since = a.positions.get(room)
+            try:
+                res = await self._join_room(room, since, claims.epoch)
+            except ConnectionError:
+                return
+            if res is None:
+                results[room] = {"error": ErrorCode.UNAVAILABLE.value}
+                continue
+            results[room] = {"seq": res.position,
+                             "recovered": bool(res.recovered) if since is not None else False,
+                             "replayed": res.replayed}
+        full = all(r.get("recovered") for r in results.values())
+        self.node.metrics.resumes.labels(recovered=str(full).lower()).inc()
+        self.send_frame(p.resumed(results, a.rid, self.resume_token()))
+
+    async def drain_close(self, retry_after_ms: int) -> None:
+        """Close for a node drain: let in-flight acks out, hand over a resume token, 1012."""
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=self.node.config.drain_timeout)
+        self.send_frame(p.reconnect(self.resume_token(), retry_after_ms, "node draining"))
+        self.close(CloseCode.SERVICE_RESTART, "node draining")
 
     def _publish(self, a: DoPublish) -> None:
         body = p.stored_body(self.peer.user_json, int(time.time() * 1000), a.client_id, a.body)
-        self.node.spawn(self._publish_and_ack(a, body), inflight=True)
+        task = self.node.spawn(self._publish_and_ack(a, body), inflight=True)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _publish_and_ack(self, a: DoPublish, body: bytes) -> None:
         metrics = self.node.metrics

@@ -31,6 +31,8 @@ class NodeMetrics:
                                       "Connections closed for not reading fast enough", registry=r)
         self.gaps_repaired = Counter("roomcast_gaps_repaired_total",
                                      "Live gaps filled from JetStream history", registry=r)
+        self.resumes = Counter("roomcast_resumes_total", "Session resumes, by full recovery",
+                               ["recovered"], registry=r)
         self.nats_connected = Gauge("roomcast_nats_connected", "1 when connected to NATS",
                                     registry=r)
         self.draining = Gauge("roomcast_draining", "1 while the node drains", registry=r)

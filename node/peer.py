@@ -46,12 +46,19 @@ class DoPublish:
 
 
 @dataclass(frozen=True, slots=True)
+class DoResume:
+    token: str
+    positions: dict[str, int]
+    rid: p.Rid
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     code: CloseCode
     reason: str
 
 
-Action = Send | DoJoin | DoLeave | DoPublish | Close
+Action = Send | DoJoin | DoLeave | DoPublish | DoResume | Close
 
 
 class TokenBucket:
@@ -115,6 +122,8 @@ class Peer:
             return self._join(frame)
         if isinstance(frame, p.Leave):
             return self._leave(frame)
+        if isinstance(frame, p.Resume):
+            return self._resume(frame)
         return [Send(p.pong(frame.rid))]
 
     # -- handlers --------------------------------------------------------------------
@@ -141,6 +150,24 @@ class Peer:
                                  f.rid, f.room))]
         self.rooms.add(f.room)
         return [DoJoin(f.room, f.rid, f.since, f.epoch)]
+
+    def _resume(self, f: p.Resume) -> list[Action]:
+        if len(f.rooms) > self.limits.max_rooms:
+            return [Send(p.error(ErrorCode.TOO_MANY_ROOMS,
+                                 f"at most {self.limits.max_rooms} rooms per connection", f.rid))]
+        if any(not p.valid_room(r) or s < 0 for r, s in f.rooms.items()):
+            return [Send(p.error(ErrorCode.BAD_FRAME, "rooms must map room names to seq >= 0",
+                                 f.rid))]
+        return [DoResume(f.token, f.rooms, f.rid)]
+
+    def resume_rooms(self, rooms: tuple[str, ...]) -> list[str]:
+        """Which of a resume token's rooms this connection may re-join now."""
+        allowed = [r for r in rooms if p.valid_room(r)
+                   and self.identity.permissions.can_subscribe(r)]
+        room_budget = self.limits.max_rooms - len(self.rooms)
+        allowed = [r for r in allowed if r not in self.rooms][:max(0, room_budget)]
+        self.rooms.update(allowed)
+        return allowed
 
     def join_failed(self, room: str) -> None:
         """The connection could not carry out a :class:`DoJoin`."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import signal
 import time
 from http import HTTPStatus
@@ -28,7 +29,7 @@ from roomcast import protocol as p
 from roomcast.auth import verify_token
 from roomcast.config import NodeConfig
 from roomcast.errors import AuthError
-from roomcast.protocol import CloseCode
+from roomcast.resume import ResumeSigner
 
 log = logging.getLogger("roomcast.node")
 
@@ -50,6 +51,7 @@ class Node:
                                   history_per_room=config.nats.history_per_room)
         self.limits = PeerLimits(config.max_rooms_per_connection, config.rate_limit,
                                  config.rate_burst, config.flood_close_after)
+        self.resume = ResumeSigner(config.effective_resume_keys(), config.resume_ttl)
         self.connections: dict[Connection, None] = {}
         self.draining = False
         self._server: Server | None = None
@@ -91,14 +93,13 @@ class Node:
         log.info("draining", extra={"connections": len(self.connections)})
         if self._server is not None:
             self._server.close(close_connections=False)
-        for conn in list(self.connections):
-            conn.close(CloseCode.SERVICE_RESTART, "node restarting")
+        await self._close_paced(self.config.drain_window)
         await self._wait(self._inflight, self.config.drain_timeout)
         if self._server is not None:
             self._server.close(close_connections=True)
             try:
                 await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT + 1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # Clients that never answered the closing handshake: drop them.
                 for conn in list(self.connections):
                     conn.ws.transport.abort()
@@ -107,6 +108,21 @@ class Node:
         await self.rooms.close()
         await self.backplane.close()
         log.info("stopped")
+
+    async def _close_paced(self, window: float) -> None:
+        """Close every client with a ``reconnect`` frame, spread evenly over ``window``."""
+        conns = list(self.connections)
+        if not conns:
+            return
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        closing = []
+        for i, conn in enumerate(conns):
+            delay = start + window * i / len(conns) - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            closing.append(self.spawn(conn.drain_close(random.randint(0, 250))))
+        await self._wait(set(closing), self.config.drain_timeout)
 
     @staticmethod
     async def _wait(tasks: set[asyncio.Task], seconds: float) -> None:
@@ -176,7 +192,8 @@ class Node:
         try:
             conn.send_frame(p.welcome(node=self.config.node_id, conn=conn_id, user=identity.user,
                                       epoch=self.backplane.epoch, max_frame=self.config.max_frame,
-                                      ping_interval=self.config.ping_interval))
+                                      ping_interval=self.config.ping_interval,
+                                      resume_token=conn.resume_token()))
             await conn.run()
         finally:
             del self.connections[conn]

@@ -5,6 +5,8 @@ Only :mod:`roomcast.cli` reads environment variables; every setting has a flag a
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import socket
 from dataclasses import dataclass, field
@@ -38,7 +40,12 @@ class NodeConfig:
         compression: permessage-deflate on or off (off costs less CPU and memory).
         history_page: messages read from JetStream per history request.
         max_connections: refuse upgrades beyond this many (503); 0 for no limit.
-        drain_timeout: seconds a SIGTERM'd node spends closing its clients.
+        drain_window: seconds over which a draining node spreads its clients' closes (so
+            they do not all reconnect to the other nodes in the same instant).
+        drain_timeout: seconds a draining node then waits for in-flight publishes.
+        resume_keys: HMAC secrets for resume tokens, newest first (all nodes share them; keep
+            the previous one listed during a rotation). Empty: derived from an HMAC JWT key.
+        resume_ttl: seconds a resume token stays valid.
     """
 
     auth: AuthConfig
@@ -57,7 +64,10 @@ class NodeConfig:
     compression: bool = False
     history_page: int = 256
     max_connections: int = 0
+    drain_window: float = 5.0
     drain_timeout: float = 10.0
+    resume_keys: tuple[str, ...] = ()
+    resume_ttl: float = 300.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -71,8 +81,19 @@ class NodeConfig:
             ("history_page", 1 <= self.history_page <= 10_000, "must be 1..10000"),
             ("max_connections", self.max_connections >= 0, "must be >= 0"),
             ("drain_timeout", self.drain_timeout >= 0, "must be >= 0"),
+            ("drain_window", self.drain_window >= 0, "must be >= 0"),
+            ("resume_ttl", self.resume_ttl > 0, "must be > 0"),
             ("node_id", bool(self.node_id) and len(self.node_id) <= 128, "1..128 characters"),
         ]
         for name, ok, message in checks:
             if not ok:
                 raise ConfigError(name, message)
+        if not self.resume_keys and not self.auth.algorithms[0].startswith("HS"):
+            raise ConfigError("resume_keys", "required when client tokens use a public key")
+
+    def effective_resume_keys(self) -> tuple[str, ...]:
+        """The resume-token keys; derived from the HMAC JWT key when none are set."""
+        if self.resume_keys:
+            return self.resume_keys
+        derived = hmac.new(self.auth.key.encode(), b"roomcast resume token v1", hashlib.sha256)
+        return (derived.hexdigest(),)

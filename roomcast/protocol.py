@@ -45,6 +45,7 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     PUBLISH_FAILED = "publish_failed"
     UNAVAILABLE = "unavailable"
+    BAD_RESUME_TOKEN = "bad_resume_token"
     INTERNAL = "internal"
 
     @property
@@ -109,8 +110,14 @@ class Ping(msgspec.Struct, tag="ping", tag_field="type"):
     rid: Rid = None
 
 
-ClientFrame = Join | Leave | Publish | Ping
-CLIENT_TYPES = ("join", "leave", "publish", "ping")
+class Resume(msgspec.Struct, tag="resume", tag_field="type"):
+    token: str
+    rooms: dict[str, int] = {}
+    rid: Rid = None
+
+
+ClientFrame = Join | Leave | Publish | Ping | Resume
+CLIENT_TYPES = ("join", "leave", "publish", "ping", "resume")
 
 _client_decoder = msgspec.json.Decoder(ClientFrame)
 
@@ -196,16 +203,31 @@ def welcome(*, node: str, conn: str, user: str, epoch: str, max_frame: int,
 
 
 def joined(room: str, rid: Rid, *, seq: int, recovered: bool | None = None,
-           replayed: int = 0) -> bytes:
+           replayed: int = 0, resume_token: str | None = None) -> bytes:
     frame: dict = {"type": "joined", "room": room, "seq": seq}
     if recovered is not None:
         frame["recovered"] = recovered
         frame["replayed"] = replayed
+    if resume_token is not None:
+        frame["resume_token"] = resume_token
     return encode(_with_rid(frame, rid))
 
 
-def left(room: str, rid: Rid) -> bytes:
-    return encode(_with_rid({"type": "left", "room": room}, rid))
+def left(room: str, rid: Rid, resume_token: str | None = None) -> bytes:
+    frame: dict = {"type": "left", "room": room}
+    if resume_token is not None:
+        frame["resume_token"] = resume_token
+    return encode(_with_rid(frame, rid))
+
+
+def resumed(rooms: dict[str, dict], rid: Rid, resume_token: str) -> bytes:
+    return encode(_with_rid({"type": "resumed", "rooms": rooms, "resume_token": resume_token},
+                            rid))
+
+
+def reconnect(resume_token: str, retry_after_ms: int, reason: str) -> bytes:
+    return encode({"type": "reconnect", "resume_token": resume_token,
+                   "retry_after_ms": retry_after_ms, "reason": reason})
 
 
 def ack(room: str, rid: Rid, msg_id: str | None, seq: int, duplicate: bool) -> bytes:
