@@ -106,16 +106,20 @@ class Peer:
 
     def handle(self, raw: bytes | str, now: float) -> list[Action]:
         """Process one client frame received at ``now`` (monotonic seconds)."""
+        try:
+            frame = p.decode_client_frame(raw)
+        except p.FrameError as exc:
+            frame, rid, error = None, exc.rid, exc
+        else:
+            rid, error = frame.rid, None
         if not self._bucket.take(now):
             self._rejected_in_a_row += 1
             if self._rejected_in_a_row >= self.limits.flood_close_after:
                 return [Close(CloseCode.FLOOD, "flood")]
-            return [Send(p.error(ErrorCode.RATE_LIMITED, "too many frames; slow down"))]
+            return [Send(p.error(ErrorCode.RATE_LIMITED, "too many frames; slow down", rid))]
         self._rejected_in_a_row = 0
-        try:
-            frame = p.decode_client_frame(raw)
-        except p.FrameError as exc:
-            return [Send(p.error(exc.code, exc.message, exc.rid))]
+        if error is not None:
+            return [Send(p.error(error.code, error.message, error.rid))]
         if isinstance(frame, p.Publish):
             return self._publish(frame)
         if isinstance(frame, p.Join):

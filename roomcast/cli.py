@@ -68,7 +68,14 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
           help="bytes buffered to one client before it is closed as a slow consumer")
     _flag(p, "--ping-interval", type=float, default=20.0, help="keepalive ping, seconds (0: off)")
     _flag(p, "--compression", type=_bool, default=False, help="permessage-deflate on/off")
-    _flag(p, "--drain-timeout", type=float, default=10.0, help="seconds to drain on SIGTERM")
+    _flag(p, "--drain-window", type=float, default=5.0,
+          help="seconds over which a draining node spreads its clients' closes")
+    _flag(p, "--drain-timeout", type=float, default=10.0,
+          help="seconds a draining node waits for in-flight publishes")
+    _flag(p, "--resume-keys", default="",
+          help="resume-token HMAC secrets, comma-separated, newest first (default: derived "
+               "from an HMAC --jwt-key)")
+    _flag(p, "--resume-ttl", type=float, default=300.0, help="seconds a resume token is valid")
     _flag(p, "--log-level", default="info", help="debug, info, warning, error")
     _flag(p, "--log-format", default="json", help="json or text")
 
@@ -104,7 +111,10 @@ def node_config_from(args: argparse.Namespace):
         ping_interval=ping,
         ping_timeout=ping,
         compression=_bool(args.compression),
+        drain_window=float(args.drain_window),
         drain_timeout=float(args.drain_timeout),
+        resume_keys=tuple(k.strip() for k in args.resume_keys.split(",") if k.strip()),
+        resume_ttl=float(args.resume_ttl),
     )
 
 

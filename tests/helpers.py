@@ -138,3 +138,45 @@ def assert_chain(messages: list[dict]) -> None:
     assert seqs == sorted(set(seqs)), f"not strictly increasing: {seqs[:20]}..."
     for a, b in zip(messages, messages[1:], strict=False):
         assert b["prev"] == a["seq"], f"prev chain broken at seq {b['seq']}: {b['prev']} != {a['seq']}"
+
+
+class Gate:
+    """A token source that holds reconnects until opened (the client awaits its token)."""
+
+    def __init__(self, tok: str) -> None:
+        self.tok = tok
+        self.open = asyncio.Event()
+        self.open.set()
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        await self.open.wait()
+        return self.tok
+
+
+def drop(client) -> None:
+    """Cut a roomcast.client connection as a network failure would (no closing handshake)."""
+    client._ws.transport.abort()
+
+
+def assert_message_chain(msgs) -> None:
+    """roomcast.client Messages: strictly increasing seq, prev linking each to the one before."""
+    seqs = [m.seq for m in msgs]
+    assert seqs == sorted(set(seqs)), "duplicates or disorder"
+    for a, b in zip(msgs, msgs[1:], strict=False):
+        assert b.prev == a.seq, f"gap before seq {b.seq}: prev {b.prev} != {a.seq}"
+
+
+async def collect(client, count: int, timeout: float = 30 * UNIT) -> list:
+    out = []
+    async with asyncio.timeout(timeout):
+        while len(out) < count:
+            out.append(await client.next_message())
+    return out
+
+
+async def wait_connected(client, timeout: float = 20 * UNIT) -> None:
+    """Until the client's current session is fully restored."""
+    async with asyncio.timeout(timeout):
+        await client._ready.wait()

@@ -1,0 +1,555 @@
+"""The roomcast Python client (``docs/client.md``).
+
+::
+
+    async with connect(["ws://n1:8765/ws", "ws://n2:8765/ws"], token) as c:
+        await c.join("chat.general")
+        seq = await c.publish("chat.general", {"text": "hi"})
+        async for msg in c:
+            print(msg.room, msg.seq, msg.data)
+
+The client reconnects by itself (exponential backoff with full jitter, rotating over the URLs),
+resumes its session on whichever node it reaches (every message it missed, in order, once),
+drops duplicates by ``seq``, repairs gaps it detects by ``prev``, and re-sends publishes that
+were not acknowledged yet with the same message id, so each is stored exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import json
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from roomcast.backoff import backoff_delays
+from roomcast.errors import (
+    AuthenticationFailed,
+    ClientClosed,
+    PermissionDenied,
+    PublishQueueFull,
+    RequestRejected,
+)
+
+log = logging.getLogger("roomcast.client")
+
+TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A room message (``docs/protocol.md`` §4.5)."""
+
+    room: str
+    seq: int
+    prev: int | None
+    sender: str
+    ts: int
+    id: str | None
+    data: Any
+
+
+@dataclass
+class _Room:
+    position: int | None = None  # last seq received (or joined at); None: nothing yet
+    waiters: list[asyncio.Future] = field(default_factory=list)
+    repairing: bool = False
+
+
+@dataclass
+class _Publish:
+    room: str
+    data: str  # JSON text of the value
+    id: str
+    future: asyncio.Future
+    sent_on: int = -1  # session number it was last sent on
+
+
+class _Lost(Exception):
+    """The connection went away while a request was outstanding (internal)."""
+
+
+def retryable(close_code: int | None) -> bool:
+    """Whether to reconnect after the server closed with ``close_code`` (§6)."""
+    return close_code is None or close_code < 4500
+
+
+class Client:
+    """A roomcast connection that survives disconnects. Use :func:`connect`."""
+
+    def __init__(self, urls: list[str] | str, token: TokenSource, *,
+                 backoff_base: float = 0.25, backoff_cap: float = 30.0,
+                 max_pending_publishes: int = 1000, max_buffered_messages: int = 10_000,
+                 connect_timeout: float = 10.0, rng: random.Random | None = None,
+                 shuffle_urls: bool = True,
+                 on_state: Callable[[State, dict], None] | None = None) -> None:
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        if not self.urls:
+            raise ValueError("at least one URL is required")
+        if backoff_cap > 30.0:
+            raise ValueError("backoff_cap is at most 30 s")
+        self._token_source = token
+        self._backoff = (backoff_base, backoff_cap)
+        self._max_pending = max_pending_publishes
+        self._connect_timeout = connect_timeout
+        self._rng = rng or random.Random()
+        self._on_state = on_state
+        self._rooms: dict[str, _Room] = {}
+        self._pending: dict[str, _Publish] = {}
+        self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue(max_buffered_messages)
+        self._requests: dict[int, tuple[str, Any]] = {}
+        self._rids = itertools.count(1)
+        self._ws: websockets.ClientConnection | None = None
+        self._session = 0
+        self._resume_token: str | None = None
+        self._retry_after: float | None = None
+        self._ready = asyncio.Event()
+        self._first: asyncio.Future | None = None
+        self._runner: asyncio.Task | None = None
+        self._closed = False
+        self._fatal: BaseException | None = None
+        # Start at a random URL so that many clients spread over the nodes; then rotate.
+        self._url_index = self._rng.randrange(len(self.urls)) if shuffle_urls else 0
+        #: Information about the current connection: node, conn id, and after a resume the
+        #: per-room outcome (``{"room": {"recovered": bool, "replayed": n, "seq": n}}``).
+        self.node: str | None = None
+        self.conn_id: str | None = None
+        self.last_resume: dict[str, dict] | None = None
+        self.sessions = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (retrying as configured) and wait until the first session is up."""
+        loop = asyncio.get_running_loop()
+        self._first = loop.create_future()
+        self._runner = loop.create_task(self._run())
+        await asyncio.shield(self._first)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._runner is not None:
+            self._runner.cancel()
+            try:
+                await self._runner
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        self._fail_all(ClientClosed("client closed"))
+        self._set_state(State.CLOSED)
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    # -- API -------------------------------------------------------------------------
+
+    async def join(self, room: str) -> dict:
+        """Join ``room`` (kept across reconnects); returns the ``joined`` frame."""
+        self._check_open()
+        state = self._rooms.setdefault(room, _Room())
+        fut = asyncio.get_running_loop().create_future()
+        state.waiters.append(fut)
+        if self._ready.is_set():
+            try:
+                self._send_join(room, state)
+            except _Lost:
+                pass  # the next session re-joins every room
+        return await fut
+
+    async def leave(self, room: str) -> None:
+        self._check_open()
+        state = self._rooms.pop(room, None)
+        if state is None:
+            return
+        for w in state.waiters:
+            if not w.done():
+                w.set_exception(ClientClosed("left before joined"))
+        if self._ready.is_set():
+            try:
+                await self._request({"type": "leave", "room": room}, ("leave", room))
+            except _Lost:
+                pass  # not re-joined by the next session either
+
+    async def publish(self, room: str, data: Any, *, id: str | None = None) -> int:  # noqa: A002
+        """Publish ``data``; returns its ``seq`` once the server has stored it.
+
+        While disconnected the publish waits in a bounded queue and is sent after the
+        reconnect, with the same message id, so it is stored exactly once.
+
+        Raises:
+            PublishQueueFull: too many publishes are waiting already.
+            PermissionDenied: the token does not allow publishing to ``room``.
+            RequestRejected: the server refused the frame for another reason.
+        """
+        self._check_open()
+        msg_id = id or uuid.uuid4().hex
+        if msg_id in self._pending:
+            return await asyncio.shield(self._pending[msg_id].future)
+        if len(self._pending) >= self._max_pending:
+            raise PublishQueueFull(f"{len(self._pending)} publishes await an ack")
+        fut = asyncio.get_running_loop().create_future()
+        pub = _Publish(room, json.dumps(data, separators=(",", ":")), msg_id, fut)
+        self._pending[msg_id] = pub
+        if self._ready.is_set():
+            try:
+                await self._send_publish(pub)
+            except _Lost:
+                pass  # re-sent by the next session
+        try:
+            return await fut
+        finally:
+            self._pending.pop(msg_id, None)
+
+    def __aiter__(self) -> Client:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._closed and self._inbox.empty():
+            raise StopAsyncIteration
+        item = await self._inbox.get()
+        if isinstance(item, BaseException):
+            if isinstance(item, ClientClosed):
+                raise StopAsyncIteration
+            raise item
+        return item
+
+    async def next_message(self, timeout: float | None = None) -> Message:  # noqa: ASYNC109
+        return await asyncio.wait_for(self.__anext__(), timeout)
+
+    # -- connection loop -------------------------------------------------------------
+
+    async def _token(self) -> str:
+        src = self._token_source
+        if isinstance(src, str):
+            return src
+        value = src()
+        if asyncio.iscoroutine(value) or isinstance(value, Awaitable):
+            value = await value
+        return value
+
+    def _next_url(self) -> str:
+        url = self.urls[self._url_index % len(self.urls)]
+        self._url_index += 1
+        return url
+
+    async def _run(self) -> None:
+        delays = backoff_delays(*self._backoff, rng=self._rng)
+        try:
+            while not self._closed:
+                url = self._next_url()
+                self._set_state(State.CONNECTING, url=url)
+                try:
+                    ws = await websockets.connect(
+                        url, additional_headers={"Authorization": f"Bearer {await self._token()}"},
+                        open_timeout=self._connect_timeout, max_size=None, compression=None)
+                except InvalidStatus as exc:
+                    status = exc.response.status_code
+                    if status == 401:
+                        reason = bytes(exc.response.body or b"").decode(errors="replace").strip()
+                        raise AuthenticationFailed(reason or "unauthorized") from None
+                    log.info("connect to %s refused with HTTP %d", url, status)
+                except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+                    log.info("connect to %s failed: %s", url, exc)
+                else:
+                    code = await self._serve(ws)
+                    if code is not None and not retryable(code):
+                        raise AuthenticationFailed(ws.close_reason or f"closed with {code}")
+                    delays = backoff_delays(*self._backoff, rng=self._rng)
+                if self._closed:
+                    break
+                if self._retry_after is not None:
+                    delay, self._retry_after = self._retry_after, None
+                else:
+                    delay = next(delays)
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - surfaced to the API callers
+            self._fatal = exc
+            self._fail_all(exc)
+            if self._first is not None and not self._first.done():
+                self._first.set_exception(exc)
+            if not self._inbox.full():
+                self._inbox.put_nowait(exc)
+
+    async def _serve(self, ws: websockets.ClientConnection) -> int | None:
+        """Run one session; returns the close code."""
+        self._ws = ws
+        self._session += 1
+        old_token = self._resume_token
+        try:
+            welcome = json.loads(await asyncio.wait_for(ws.recv(), self._connect_timeout))
+            if welcome.get("type") != "welcome":
+                await ws.close()
+                return None
+            self.node, self.conn_id = welcome["node"], welcome["conn"]
+            self._resume_token = welcome.get("resume_token")
+            reader = asyncio.get_running_loop().create_task(self._read(ws))
+            try:
+                await self._restore(old_token)
+                self.sessions += 1
+                self._ready.set()
+                self._set_state(State.CONNECTED, node=self.node, resume=self.last_resume)
+                if self._first is not None and not self._first.done():
+                    self._first.set_result(None)
+                for pub in list(self._pending.values()):
+                    if pub.sent_on != self._session:
+                        await self._send_publish(pub)
+                await reader
+            finally:
+                reader.cancel()
+        except (ConnectionClosed, OSError, TimeoutError, _Lost):
+            pass
+        finally:
+            self._ready.clear()
+            self._ws = None
+            self._requests.clear()
+            for state in self._rooms.values():
+                state.repairing = False
+            if not self._closed:
+                self._set_state(State.DISCONNECTED, code=ws.close_code)
+        return ws.close_code
+
+    async def _restore(self, old_token: str | None) -> None:
+        """Bring the new session back to the rooms and positions of the old one."""
+        if not self._rooms:
+            return
+        resumed: dict[str, dict] = {}
+        if old_token is not None:
+            positions = {r: s.position for r, s in self._rooms.items() if s.position is not None}
+            try:
+                reply = await self._request({"type": "resume", "token": old_token,
+                                             "rooms": positions}, ("resume", None))
+                resumed = reply["rooms"]
+            except RequestRejected as exc:
+                log.info("resume refused (%s); re-joining rooms one by one", exc.message)
+        for room, outcome in resumed.items():
+            state = self._rooms.get(room)
+            if state is None:
+                continue
+            if "error" in outcome:
+                self._rooms.pop(room, None)
+                self._fail_waiters(state, RequestRejected(outcome["error"], "resume refused",
+                                                          room=room))
+                continue
+            self._advance(state, outcome["seq"])
+        for room, state in list(self._rooms.items()):
+            if room not in resumed:
+                try:
+                    reply = await self._send_join(room, state)
+                except RequestRejected:
+                    continue
+                resumed[room] = {k: reply.get(k) for k in ("seq", "recovered", "replayed")}
+        self.last_resume = resumed
+
+    # -- frames ----------------------------------------------------------------------
+
+    async def _send(self, text: str) -> None:
+        ws = self._ws
+        if ws is None:
+            raise _Lost()
+        try:
+            await ws.send(text)
+        except ConnectionClosed:
+            raise _Lost() from None
+
+    def _request(self, frame: dict, kind: tuple[str, Any]) -> asyncio.Future:
+        """Send a request now; the returned future resolves with its reply."""
+        if self._ws is None:
+            raise _Lost()
+        rid = next(self._rids)
+        fut = asyncio.get_running_loop().create_future()
+        self._requests[rid] = (kind[0], (kind[1], fut))
+        asyncio.get_running_loop().create_task(
+            self._send_quietly(json.dumps({**frame, "rid": rid}, separators=(",", ":"))))
+        return fut
+
+    async def _send_quietly(self, text: str) -> None:
+        try:
+            await self._send(text)
+        except _Lost:
+            pass  # the reader's end fails the request
+
+    def _send_join(self, room: str, state: _Room) -> asyncio.Future:
+        frame: dict = {"type": "join", "room": room}
+        if state.position is not None:
+            frame["since"] = state.position
+        return self._request(frame, ("join", room))
+
+    async def _send_publish(self, pub: _Publish) -> None:
+        pub.sent_on = self._session
+        rid = next(self._rids)
+        self._requests[rid] = ("publish", (pub.id, None))
+        await self._send(f'{{"type":"publish","room":{json.dumps(pub.room)},'
+                         f'"id":{json.dumps(pub.id)},"rid":{rid},"data":{pub.data}}}')
+
+    async def _read(self, ws: websockets.ClientConnection) -> None:
+        try:
+            await self._read_frames(ws)
+        finally:
+            requests, self._requests = self._requests, {}
+            for _, (_, fut) in requests.values():
+                if fut is not None and not fut.done():
+                    fut.set_exception(_Lost())
+
+    async def _read_frames(self, ws: websockets.ClientConnection) -> None:
+        async for raw in ws:
+            frame = json.loads(raw)
+            kind = frame.get("type")
+            if kind == "message":
+                await self._on_message(frame)
+            elif kind == "ack":
+                pub = self._pending.get(frame.get("id"))
+                self._requests.pop(frame.get("rid"), None)
+                if pub is not None and not pub.future.done():
+                    pub.future.set_result(frame["seq"])
+            elif kind in ("joined", "left", "resumed", "pong"):
+                self._on_reply(frame)
+            elif kind == "error":
+                self._on_error(frame)
+            elif kind == "reconnect":
+                self._resume_token = frame.get("resume_token") or self._resume_token
+                self._retry_after = frame.get("retry_after_ms", 0) / 1000.0
+
+    async def _on_message(self, f: dict) -> None:
+        room = f["room"]
+        state = self._rooms.get(room)
+        if state is None:
+            return
+        seq, prev = f["seq"], f["prev"]
+        pos = state.position
+        if pos is not None and seq <= pos:
+            return  # duplicate
+        if pos is not None and prev is not None and prev != pos:
+            # Gap: drop this one, ask for everything after our position (once at a time).
+            if not state.repairing:
+                state.repairing = True
+                asyncio.get_running_loop().create_task(self._repair(room, state))
+            return
+        state.position = seq
+        await self._inbox.put(Message(room, seq, prev, f.get("from"), f.get("ts"), f.get("id"),
+                                      f.get("data")))
+
+    async def _repair(self, room: str, state: _Room) -> None:
+        try:
+            await self._send_join(room, state)
+        except (RequestRejected, ClientClosed, _Lost):
+            pass
+        finally:
+            state.repairing = False
+
+    def _on_reply(self, f: dict) -> None:
+        if f.get("resume_token"):
+            self._resume_token = f["resume_token"]
+        entry = self._requests.pop(f.get("rid"), None)
+        if f["type"] == "joined":
+            state = self._rooms.get(f["room"])
+            if state is not None:
+                self._advance(state, f["seq"])
+                waiters, state.waiters = state.waiters, []
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(f)
+        if entry is not None:
+            fut = entry[1][1]
+            if fut is not None and not fut.done():
+                fut.set_result(f)
+
+    def _on_error(self, f: dict) -> None:
+        cls = PermissionDenied if f.get("code") == "forbidden" else RequestRejected
+        exc = cls(f.get("code", "?"), f.get("message", ""), temporary=bool(f.get("temporary")),
+                  room=f.get("room"))
+        entry = self._requests.pop(f.get("rid"), None)
+        if entry is None:
+            log.warning("server error: %s", exc)
+            return
+        kind, (key, fut) = entry
+        if kind == "publish":
+            pub = self._pending.get(key)
+            if pub is None:
+                return
+            if exc.temporary:
+                asyncio.get_running_loop().call_later(
+                    0.2 + self._rng.random(), lambda: asyncio.ensure_future(self._resend(pub)))
+            elif not pub.future.done():
+                pub.future.set_exception(exc)
+            return
+        if kind == "join":
+            state = self._rooms.get(key)
+            if state is not None and not exc.temporary:
+                self._rooms.pop(key, None)
+                self._fail_waiters(state, exc)
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+
+    async def _resend(self, pub: _Publish) -> None:
+        if self._ready.is_set() and pub.id in self._pending:
+            await self._send_publish(pub)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    @staticmethod
+    def _advance(state: _Room, seq: int | None) -> None:
+        if seq is not None and (state.position is None or seq > state.position):
+            state.position = seq
+
+    @staticmethod
+    def _fail_waiters(state: _Room, exc: BaseException) -> None:
+        for w in state.waiters:
+            if not w.done():
+                w.set_exception(exc)
+        state.waiters.clear()
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for pub in self._pending.values():
+            if not pub.future.done():
+                pub.future.set_exception(exc)
+        for state in self._rooms.values():
+            self._fail_waiters(state, exc)
+        for _, (_, fut) in self._requests.values():
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+        if self._closed and not self._inbox.full():
+            self._inbox.put_nowait(ClientClosed("client closed"))
+
+    def _check_open(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closed:
+            raise ClientClosed("client closed")
+
+    def _set_state(self, state: State, **info: Any) -> None:
+        if self._on_state is not None:
+            try:
+                self._on_state(state, info)
+            except Exception:  # noqa: BLE001 - a callback must not break the client
+                log.exception("on_state callback failed")
+
+
+def connect(urls: list[str] | str, token: TokenSource, **kwargs: Any) -> Client:
+    """Create a :class:`Client`; use it as ``async with connect(...) as client``."""
+    return Client(urls, token, **kwargs)
