@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from roomcast.errors import ConfigError
+from roomcast.errors import ClientError, ConfigError
 
 
 class EnvDefault(argparse.Action):
@@ -147,6 +147,29 @@ def cmd_dev(args: argparse.Namespace) -> int:
                    host=args.host)
 
 
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("room")
+    _flag(p, "--url", env="ROOMCAST_URL", default="ws://127.0.0.1:8765/ws",
+          help="node URL(s), comma-separated")
+    _flag(p, "--token", env="ROOMCAST_TOKEN", default=None, help="JWT")
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from roomcast.client.terminal import tail
+
+    if not args.token:
+        raise ConfigError("token", "set --token or ROOMCAST_TOKEN (roomcast token makes one)")
+    return _run(tail(args.url.split(","), args.token, args.room, as_json=not args.text))
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from roomcast.client.terminal import chat
+
+    if not args.token:
+        raise ConfigError("token", "set --token or ROOMCAST_TOKEN (roomcast token makes one)")
+    return _run(chat(args.url.split(","), args.token, args.room))
+
+
 def _run(coro) -> int:
     try:
         import uvloop
@@ -170,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_dev.add_argument("--host", default="127.0.0.1", help="address the nodes listen on")
     p_dev.set_defaults(func=cmd_dev)
 
+    p_tail = sub.add_parser("tail", help="print a room's messages (JSON lines), resuming")
+    _client_args(p_tail)
+    p_tail.add_argument("--text", action="store_true", help="print text lines, not JSON")
+    p_tail.set_defaults(func=cmd_tail)
+
+    p_chat = sub.add_parser("chat", help="chat in a room from the terminal")
+    _client_args(p_chat)
+    p_chat.set_defaults(func=cmd_chat)
+
     p_tok = sub.add_parser("token", help="mint a development JWT")
     p_tok.add_argument("--user", required=True)
     _flag(p_tok, "--jwt-key", default=None, help="HMAC secret")
@@ -192,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except ClientError as exc:
+        print(f"roomcast: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

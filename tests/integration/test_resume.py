@@ -6,7 +6,6 @@ import asyncio
 import signal
 import time
 
-import pytest
 import pytest_asyncio
 
 from roomcast.client import connect
@@ -217,7 +216,7 @@ async def test_publish_while_disconnected_is_stored_exactly_once(nodes):
         await c.join(room)
         gate.open.clear()
         drop(c)
-        while c.connected:
+        while c.connected:  # noqa: ASYNC110 - polling a flag the client owns
             await asyncio.sleep(0.01)
         offline = asyncio.create_task(c.publish(room, "while offline", id="offline-1"))
         # A publish whose connection is cut right after sending: its ack is lost, the retry

@@ -1,0 +1,50 @@
+"""roomcast.client pieces that need no server: close-code policy, message handling."""
+
+from __future__ import annotations
+
+import pytest
+
+from roomcast.client import Client, retryable
+
+
+@pytest.mark.parametrize("code,ok", [(None, True), (1000, True), (1006, True), (1012, True),
+                                     (4001, True), (4002, True), (4499, True), (4500, False),
+                                     (4999, False)])
+def test_reconnect_policy(code, ok):
+    """Codes below 4500 reconnect; 4500+ mean the credentials will not work again."""
+    assert retryable(code) is ok
+
+
+def frame(seq, prev, room="r"):
+    return {"type": "message", "room": room, "seq": seq, "prev": prev, "from": "u", "ts": 1,
+            "id": None, "data": seq}
+
+
+async def test_dedupe_and_gap_detection():
+    """Duplicates are dropped; a prev mismatch drops the message and asks for a replay."""
+    c = Client("ws://unused", "t")
+    asked = []
+    c._send_join = lambda room, state: asked.append((room, state.position))  # type: ignore
+    from roomcast.client.client import _Room
+
+    c._rooms["r"] = _Room(position=10)
+    await c._on_message(frame(11, 10))
+    await c._on_message(frame(11, 10))  # duplicate
+    await c._on_message(frame(9, 8))  # old
+    await c._on_message(frame(15, 13))  # gap: 12..13 missing
+    import asyncio
+
+    await asyncio.sleep(0)
+    assert asked == [("r", 11)]
+    await c._on_message(frame(13, 11))  # the replay fills the gap
+    await c._on_message(frame(15, 13))
+    await c._on_message(frame(20, None))  # unknown prev after a lost window: accepted
+    got = [c._inbox.get_nowait().seq for _ in range(c._inbox.qsize())]
+    assert got == [11, 13, 15, 20]
+
+
+def test_argument_validation():
+    with pytest.raises(ValueError):
+        Client([], "t")
+    with pytest.raises(ValueError):
+        Client("ws://x", "t", backoff_cap=60)
