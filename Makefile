@@ -36,6 +36,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.pingpong
+	$(BIN)/python -m bench.storm
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

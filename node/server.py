@@ -55,6 +55,7 @@ class Node:
         self.connections: dict[Connection, None] = {}
         self.draining = False
         self._server: Server | None = None
+        self._port = config.port
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
         self._inflight: set[asyncio.Task] = set()
@@ -77,12 +78,13 @@ class Node:
             close_timeout=CLOSE_TIMEOUT,
             server_header="roomcast",
         )
-        log.info("node listening", extra={"port": self.port, "ws_path": WS_PATH})
+        self._port = self._server.sockets[0].getsockname()[1]
+        log.info("node listening", extra={"port": self._port, "ws_path": WS_PATH})
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        """The port the node listens (or listened) on."""
+        return self._port
 
     async def stop(self) -> None:
         """Drain: refuse new connections, close clients, finish in-flight publishes."""

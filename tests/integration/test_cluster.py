@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 import pytest_asyncio
 
 from tests.helpers import UNIT, WsClient, assert_chain, room_name, start_node
@@ -205,3 +206,32 @@ async def test_http_endpoints(nodes):
     assert await asyncio.to_thread(get, "/readyz") == (200, "ready\n")
     status, body = await asyncio.to_thread(get, "/metrics")
     assert status == 200 and "roomcast_connections" in body and "roomcast_nats_connected 1.0" in body
+
+
+def _alg_none(claims: dict) -> str:
+    import base64
+
+    def enc(d):
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
+    return f"{enc({'alg': 'none', 'typ': 'JWT'})}.{enc(claims)}."
+
+
+@pytest.mark.parametrize("make_token,reason", [
+    (lambda: None, "missing token"),
+    (lambda: __import__("roomcast.auth").auth.mint_token("wrong-" + "k" * 40, "eve"),
+     "bad token signature"),
+    (lambda: __import__("tests.helpers").helpers.token("eve", ttl=-30), "token expired"),
+    (lambda: _alg_none({"sub": "eve", "exp": 4102444800}), "token algorithm not allowed"),
+])
+async def test_bad_tokens_get_401_before_upgrade(nodes, make_token, reason):
+    """Missing, badly signed, expired and alg:none tokens: HTTP 401 with the reason."""
+    import websockets
+
+    a, _ = nodes
+    tok = make_token()
+    url = f"ws://127.0.0.1:{a.port}/ws" + (f"?token={tok}" if tok else "")
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await websockets.connect(url)
+    assert info.value.response.status_code == 401
+    assert bytes(info.value.response.body).decode().strip() == reason

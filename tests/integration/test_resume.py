@@ -6,6 +6,7 @@ import asyncio
 import signal
 import time
 
+import pytest
 import pytest_asyncio
 
 from roomcast.client import connect
@@ -281,3 +282,23 @@ async def test_resume_key_rotation_accepts_the_previous_key(nats3):
     finally:
         await n_old.stop()
         await n_new.stop()
+
+
+async def test_draining_node_fails_readiness_and_refuses_upgrades(nats3):
+    """During a drain /readyz is 503 and new upgrades are refused; clients get reconnect+1012."""
+
+    import websockets
+
+    node = await start_node(nats3.urls, drain_window=1.5, drain_timeout=2)
+    c = await WsClient.connect(node.port, token("ivy"))
+    await c.join(room_name())
+    stopping = asyncio.create_task(node.stop())
+    await asyncio.sleep(0.1)
+    assert await node.readiness() == (False, "draining")
+    with pytest.raises((websockets.InvalidStatus, OSError)):
+        await websockets.connect(f"ws://127.0.0.1:{node.port}/ws?token={token('ivy')}")
+    code = await asyncio.wait_for(c.closed, 5 * UNIT)
+    assert code == 1012
+    reconnect = next(f for f in c.frames if f["type"] == "reconnect")
+    assert reconnect["resume_token"].startswith("v1.") and reconnect["retry_after_ms"] >= 0
+    await stopping
