@@ -90,6 +90,15 @@ class NatsBackplane:
         return self._epoch
 
     @property
+    def nc(self):
+        """The NATS connection (shared with presence)."""
+        return self._nc
+
+    @property
+    def js(self):
+        return self._js
+
+    @property
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
@@ -152,25 +161,8 @@ class NatsBackplane:
             republish=RePublish(src=subjects.ROOM_PREFIX + ">",
                                 dest=subjects.LIVE_PREFIX + ">"),
         )
-        jsm = self._nc.jetstream(timeout=2.0)
-        last_exc: Exception | None = None
-        while time.monotonic() < deadline:
-            try:
-                try:
-                    info = await jsm.stream_info(cfg.stream)
-                except nats.js.errors.NotFoundError:
-                    info = await jsm.add_stream(sc)
-                else:
-                    if _differs(info.config, sc):
-                        info = await jsm.update_stream(sc)
-                self._epoch = _epoch_of(info)
-                return
-            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError,
-                    nats.errors.NoRespondersError, nats.js.errors.APIError) as exc:
-                # JetStream not ready yet (no meta leader), or an election in progress.
-                last_exc = exc
-                await asyncio.sleep(0.1)
-        raise BackplaneError(f"JetStream stream {cfg.stream!r} not available: {last_exc!r}")
+        info = await ensure_stream(self._nc, sc, deadline)
+        self._epoch = _epoch_of(info)
 
     async def close(self) -> None:
         self._closing = True
@@ -287,6 +279,28 @@ class NatsBackplane:
         if h.get("Status"):
             return 0
         return int(h["Nats-Sequence"])
+
+
+async def ensure_stream(nc, sc: StreamConfig, deadline: float):
+    """Create ``sc`` or bring an existing stream to it; retry while JetStream is not ready
+    (no meta leader yet, an election) until ``deadline`` (monotonic)."""
+    jsm = nc.jetstream(timeout=2.0)
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            try:
+                info = await jsm.stream_info(sc.name)
+            except nats.js.errors.NotFoundError:
+                return await jsm.add_stream(sc)
+            if _differs(info.config, sc):
+                log.warning("stream %s settings differ from this node's; updating", sc.name)
+                info = await jsm.update_stream(sc)
+            return info
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError,
+                nats.errors.NoRespondersError, nats.js.errors.APIError) as exc:
+            last_exc = exc
+            await asyncio.sleep(0.1)
+    raise BackplaneError(f"JetStream stream {sc.name!r} not available: {last_exc!r}")
 
 
 def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:

@@ -69,6 +69,13 @@ class Connection:
         if self.ws.transport.get_write_buffer_size() > self._limit // 2:
             await self.ws.drain()
 
+    def leave_presence(self) -> None:
+        """Remove this connection from presence in every room (idempotent)."""
+        presence = self.node.presence
+        if presence is not None:
+            for room in self.peer.rooms:
+                presence.untrack(room, self.peer.conn_id)
+
     def close(self, code: CloseCode, reason: str) -> None:
         """Start closing with ``code``; nothing more is written to the client."""
         if self._closing:
@@ -97,6 +104,8 @@ class Connection:
                     elif isinstance(action, DoJoin):
                         await self._join(action)
                     elif isinstance(action, DoLeave):
+                        if self.node.presence is not None:
+                            self.node.presence.untrack(action.room, self.peer.conn_id)
                         await self.node.rooms.leave(self, action.room)
                         self.send_frame(p.left(action.room, action.rid, self.resume_token()))
                     elif isinstance(action, DoResume):
@@ -108,6 +117,7 @@ class Connection:
         finally:
             expiry.cancel()
             self._closing = True
+            self.leave_presence()
             for room in list(self.peer.rooms):
                 await self.node.rooms.leave(self, room)
 
@@ -128,10 +138,18 @@ class Connection:
         stale = since is not None and epoch is not None and epoch != self.node.backplane.epoch
         if stale:
             since = 0  # positions from another stream epoch mean nothing here
+        presence = self.node.presence
+        if presence is not None:
+            # Tracked before we become a member: our own join event is not sent to us; the
+            # member list in ``joined`` includes us.
+            presence.track(room, self.peer.conn_id, self.peer.identity.user,
+                           self.peer.identity.info)
         try:
             res = await self.node.rooms.join(self, room, since)
         except (TimeoutError, BackplaneError):
             self.peer.join_failed(room)
+            if presence is not None:
+                presence.untrack(room, self.peer.conn_id)
             return None
         if stale:
             res.recovered = False
@@ -146,7 +164,8 @@ class Connection:
             self._error(ErrorCode.UNAVAILABLE, "room temporarily unavailable", a.rid, a.room)
             return
         self.send_frame(p.joined(a.room, a.rid, seq=res.position, recovered=res.recovered,
-                                 replayed=res.replayed, resume_token=self.resume_token()))
+                                 replayed=res.replayed, resume_token=self.resume_token(),
+                                 presence=self.node.presence_summary(a.room)))
 
     async def _resume(self, a: DoResume) -> None:
         try:
@@ -171,6 +190,11 @@ class Connection:
             results[room] = {"seq": res.position,
                              "recovered": bool(res.recovered) if since is not None else False,
                              "replayed": res.replayed}
+            summary = self.node.presence_summary(room)
+            if summary is not None:
+                results[room]["presence"] = summary
+        if self.node.presence is not None:
+            self.node.presence.evict_elsewhere(claims.conn)
         full = all(r.get("recovered") for r in results.values())
         self.node.metrics.resumes.labels(recovered=str(full).lower()).inc()
         self.send_frame(p.resumed(results, a.rid, self.resume_token()))

@@ -268,6 +268,13 @@ class RoomRegistry:
         room.members[member] = None
         return JoinResult(position=last, recovered=recovered, replayed=replayed)
 
+    def broadcast(self, name: str, frame: bytes) -> None:
+        """Send a non-message frame (e.g. presence) to the room's live local members."""
+        room = self.rooms.get(name)
+        if room is not None:
+            for member in room.members:
+                member.send_frame(frame)
+
     # -- housekeeping ----------------------------------------------------------------
 
     def _spawn(self, coro) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import logging
 import random
+import secrets
 import signal
 import time
 from http import HTTPStatus
@@ -21,6 +22,8 @@ from roomcast.node.connection import Connection
 from roomcast.node.metrics import NodeMetrics
 from roomcast.node.peer import Peer, PeerLimits
 from roomcast.node.rooms import RoomRegistry
+from roomcast.presence.admin import AdminService
+from roomcast.presence.tracker import PresenceTracker
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
@@ -29,6 +32,7 @@ from roomcast import protocol as p
 from roomcast.auth import verify_token
 from roomcast.config import NodeConfig
 from roomcast.errors import AuthError
+from roomcast.protocol import CloseCode
 from roomcast.resume import ResumeSigner
 
 log = logging.getLogger("roomcast.node")
@@ -45,14 +49,18 @@ class Node:
         self.metrics = NodeMetrics(config.node_id)
         self.backplane = backplane or NatsBackplane(config.nats)
         if isinstance(self.backplane, NatsBackplane):
-            self.backplane.on_state_change = lambda up: self.metrics.nats_connected.set(int(up))
+            self.backplane.on_state_change = self._nats_state
         self.rooms = RoomRegistry(self.backplane, self.metrics,
                                   history_page=config.history_page,
                                   history_per_room=config.nats.history_per_room)
         self.limits = PeerLimits(config.max_rooms_per_connection, config.rate_limit,
                                  config.rate_burst, config.flood_close_after)
         self.resume = ResumeSigner(config.effective_resume_keys(), config.resume_ttl)
+        self.instance = f"{config.node_id}.{secrets.token_hex(2)}"
+        self.presence: PresenceTracker | None = None
+        self._admin: AdminService | None = None
         self.connections: dict[Connection, None] = {}
+        self.by_conn_id: dict[str, Connection] = {}
         self.draining = False
         self._server: Server | None = None
         self._port = config.port
@@ -62,9 +70,22 @@ class Node:
 
     # -- lifecycle -------------------------------------------------------------------
 
+    def _nats_state(self, up: bool) -> None:
+        self.metrics.nats_connected.set(int(up))
+        if up and self.presence is not None:
+            self.presence.resync_all()  # deltas may have been lost while disconnected
+
     async def start(self) -> None:
         await self.backplane.start()
         cfg = self.config
+        if cfg.presence is not None and isinstance(self.backplane, NatsBackplane):
+            self.presence = PresenceTracker(
+                self.backplane.nc, self.backplane.js, node_id=cfg.node_id,
+                instance=self.instance, config=cfg.presence, replicas=cfg.nats.replicas,
+                on_transitions=self._on_presence, close_conn=self._close_resumed)
+            await self.presence.start()
+            self._admin = AdminService(self.backplane.nc, self.presence)
+            await self._admin.start()
         self._server = await serve(
             self._handle,
             cfg.host,
@@ -108,6 +129,11 @@ class Node:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
         await self._wait(self._tasks, 5)
         await self.rooms.close()
+        if self._admin is not None:
+            await self._admin.close()
+        if self.presence is not None:
+            await asyncio.sleep(0.05)  # let the last leave deltas go out
+            await self.presence.close()
         await self.backplane.close()
         log.info("stopped")
 
@@ -130,6 +156,28 @@ class Node:
     async def _wait(tasks: set[asyncio.Task], seconds: float) -> None:
         if tasks:
             await asyncio.wait(list(tasks), timeout=seconds)
+
+    # -- presence --------------------------------------------------------------------
+
+    def _on_presence(self, transitions) -> None:
+        for t in transitions:
+            self.rooms.broadcast(t.room, p.presence(t.room, t.op.value, t.user, t.conn.meta()))
+
+    def _close_resumed(self, conn_id: str) -> None:
+        conn = self.by_conn_id.get(conn_id)
+        if conn is not None:
+            conn.leave_presence()  # now, not after a closing handshake that may never come
+            conn.close(CloseCode.SESSION_RESUMED, "session resumed elsewhere")
+
+    def presence_summary(self, room: str) -> dict | None:
+        if self.presence is None:
+            return None
+        state = self.presence.state
+        users = state.user_count(room)
+        out: dict = {"users": users, "connections": state.conn_count(room)}
+        if users <= self.presence.config.list_max:
+            out["members"] = state.members(room)
+        return out
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -182,14 +230,17 @@ class Node:
             return False, "nats disconnected"
         if isinstance(self.backplane, NatsBackplane) and not await self.backplane.stream_reachable():
             return False, "stream unreachable"
+        if self.config.presence is not None and self.presence is None:
+            return False, "presence not started"
         return True, "ready"
 
     async def _handle(self, ws: ServerConnection) -> None:
         identity = ws.roomcast_identity
-        conn_id = f"{self.config.node_id}.{next(self._ids)}"
+        conn_id = f"{self.instance}.{next(self._ids)}"
         peer = Peer(identity, conn_id, self.limits, asyncio.get_running_loop().time())
         conn = Connection(ws, peer, self)
         self.connections[conn] = None
+        self.by_conn_id[conn_id] = conn
         self.metrics.connections.set(len(self.connections))
         try:
             conn.send_frame(p.welcome(node=self.config.node_id, conn=conn_id, user=identity.user,
@@ -199,6 +250,7 @@ class Node:
             await conn.run()
         finally:
             del self.connections[conn]
+            self.by_conn_id.pop(conn_id, None)
             self.metrics.connections.set(len(self.connections))
 
 

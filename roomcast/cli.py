@@ -76,6 +76,12 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
           help="resume-token HMAC secrets, comma-separated, newest first (default: derived "
                "from an HMAC --jwt-key)")
     _flag(p, "--resume-ttl", type=float, default=300.0, help="seconds a resume token is valid")
+    _flag(p, "--presence", type=_bool, default=True, help="cluster-wide presence on/off")
+    _flag(p, "--presence-heartbeat", type=float, default=1.0, help="presence heartbeat, seconds")
+    _flag(p, "--presence-timeout", type=float, default=5.0,
+          help="seconds without heartbeat before a node's connections are removed (<= 10)")
+    _flag(p, "--presence-list-max", type=int, default=100,
+          help="joined lists members up to this many users, else counts only")
     _flag(p, "--log-level", default="info", help="debug, info, warning, error")
     _flag(p, "--log-format", default="json", help="json or text")
 
@@ -84,6 +90,7 @@ def node_config_from(args: argparse.Namespace):
     from roomcast.auth import AuthConfig
     from roomcast.backplane.nats import NatsConfig
     from roomcast.config import NodeConfig, default_node_id
+    from roomcast.presence.tracker import PresenceConfig
 
     key = args.jwt_key
     if args.jwt_key_file:
@@ -115,6 +122,10 @@ def node_config_from(args: argparse.Namespace):
         drain_timeout=float(args.drain_timeout),
         resume_keys=tuple(k.strip() for k in args.resume_keys.split(",") if k.strip()),
         resume_ttl=float(args.resume_ttl),
+        presence=PresenceConfig(heartbeat_interval=float(args.presence_heartbeat),
+                                timeout=float(args.presence_timeout),
+                                list_max=int(args.presence_list_max))
+        if _bool(args.presence) else None,
     )
 
 
@@ -170,6 +181,20 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return _run(chat(args.url.split(","), args.token, args.room))
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    import json
+
+    from roomcast.presence.admin import query
+
+    what = args.what
+    arg = args.arg
+    if what in ("presence", "user") and not arg:
+        raise ConfigError(what, f"roomcast admin {what} needs a {'room' if what == 'presence' else 'user'}")
+    reply = _run(query(args.nats_url.split(","), what, arg, wait=float(args.wait)))
+    print(json.dumps(reply, indent=2, sort_keys=True))
+    return 1 if "error" in reply else 0
+
+
 def _run(coro) -> int:
     try:
         import uvloop
@@ -201,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_chat = sub.add_parser("chat", help="chat in a room from the terminal")
     _client_args(p_chat)
     p_chat.set_defaults(func=cmd_chat)
+
+    p_admin = sub.add_parser("admin", help="ask the cluster over NATS (docs/admin.md)")
+    p_admin.add_argument("what", choices=["presence", "rooms", "nodes", "user"])
+    p_admin.add_argument("arg", nargs="?", help="room (presence) or user (user)")
+    _flag(p_admin, "--nats-url", default="nats://127.0.0.1:4222", help="NATS URL(s)")
+    p_admin.add_argument("--wait", default="5", help="seconds to wait for the answer")
+    p_admin.set_defaults(func=cmd_admin)
 
     p_tok = sub.add_parser("token", help="mint a development JWT")
     p_tok.add_argument("--user", required=True)

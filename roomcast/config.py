@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from roomcast.auth import AuthConfig
 from roomcast.backplane.nats import NatsConfig
 from roomcast.errors import ConfigError
+from roomcast.presence.tracker import PresenceConfig
 
 
 def default_node_id() -> str:
@@ -46,6 +47,7 @@ class NodeConfig:
         resume_keys: HMAC secrets for resume tokens, newest first (all nodes share them; keep
             the previous one listed during a rotation). Empty: derived from an HMAC JWT key.
         resume_ttl: seconds a resume token stays valid.
+        presence: presence settings; None turns presence off.
     """
 
     auth: AuthConfig
@@ -68,6 +70,7 @@ class NodeConfig:
     drain_timeout: float = 10.0
     resume_keys: tuple[str, ...] = ()
     resume_ttl: float = 300.0
+    presence: PresenceConfig | None = field(default_factory=PresenceConfig)
 
     def __post_init__(self) -> None:
         checks = [

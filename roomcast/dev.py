@@ -119,6 +119,7 @@ def run_dev(*, nodes: int = 2, nats: int = 3, port: int = 8765, host: str = "127
         print(f"\n  try:  .venv/bin/python -m websockets '{started[0].url}?token={token}'")
         print('        then type {"type":"join","room":"lobby"} and '
               '{"type":"publish","room":"lobby","data":"hi"}')
+        print(f"  admin:  .venv/bin/roomcast admin rooms --nats-url {cluster.urls[0]}")
         print("\n  Ctrl-C stops everything.\n", flush=True)
         while not stop.is_set():
             for n in started:

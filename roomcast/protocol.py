@@ -74,6 +74,7 @@ class CloseCode(enum.IntEnum):
     SLOW_CONSUMER = 4001
     FLOOD = 4002
     TOKEN_EXPIRED = 4500
+    SESSION_RESUMED = 4501
 
     @property
     def reconnect(self) -> bool:
@@ -203,8 +204,11 @@ def welcome(*, node: str, conn: str, user: str, epoch: str, max_frame: int,
 
 
 def joined(room: str, rid: Rid, *, seq: int, recovered: bool | None = None,
-           replayed: int = 0, resume_token: str | None = None) -> bytes:
+           replayed: int = 0, resume_token: str | None = None,
+           presence: dict | None = None) -> bytes:
     frame: dict = {"type": "joined", "room": room, "seq": seq}
+    if presence is not None:
+        frame["presence"] = presence
     if recovered is not None:
         frame["recovered"] = recovered
         frame["replayed"] = replayed
@@ -223,6 +227,11 @@ def left(room: str, rid: Rid, resume_token: str | None = None) -> bytes:
 def resumed(rooms: dict[str, dict], rid: Rid, resume_token: str) -> bytes:
     return encode(_with_rid({"type": "resumed", "rooms": rooms, "resume_token": resume_token},
                             rid))
+
+
+def presence(room: str, event: str, user: str, conn: dict) -> bytes:
+    return encode({"type": "presence", "room": room, "event": event, "user": user,
+                   "conn": conn})
 
 
 def reconnect(resume_token: str, retry_after_ms: int, reason: str) -> bytes:

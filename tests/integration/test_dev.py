@@ -53,7 +53,9 @@ async def test_dev_cluster_serves_and_stops_without_orphans():
         text = "".join(lines)
         urls = re.findall(r"node-\d: ws://127\.0\.0\.1:(\d+)/ws", text)
         assert len(urls) == 2, text
-        assert len(re.findall(r"nats://127\.0\.0\.1:\d+", text)) == 3
+        nats_line = next(line for line in lines if "NATS (3 servers" in line)
+        assert len(re.findall(r"nats://127\.0\.0\.1:\d+", nats_line)) == 3
+        assert "roomcast admin rooms --nats-url nats://" in text
         tok = re.search(r"dev token.*\n\s+(\S+)", text).group(1)
         kids = children_of(proc.pid)
         assert len(kids) == 5, kids  # 3 nats-server + 2 nodes

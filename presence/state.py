@@ -1,0 +1,225 @@
+"""Cluster-wide presence as pure state: no I/O, no clocks (``docs/presence.md``).
+
+Every node holds one :class:`PresenceState`: the connections of every node in every room. It
+changes only through the methods below, each of which returns the user-level *transitions* it
+caused: a user's first connection in a room is a ``join``, its last one leaving is a ``leave``
+(several tabs or devices of one user are one member).
+
+Changes from other nodes arrive as deltas stamped with the origin node's counter, which grows
+by one per delta. A delta whose counter is not the next one expected from its origin reveals a
+loss: :meth:`PresenceState.apply_delta` then answers ``need_sync`` and the caller asks that
+origin for a snapshot of its connections, applied with :meth:`PresenceState.apply_snapshot`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Op(enum.StrEnum):
+    JOIN = "join"
+    LEAVE = "leave"
+
+
+@dataclass(frozen=True, slots=True)
+class Conn:
+    """One connection's presence in one room."""
+
+    room: str
+    conn: str
+    user: str
+    node: str
+    joined_at: int  # ms since the epoch
+    info: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def meta(self) -> dict[str, Any]:
+        return {"conn": self.conn, "node": self.node, "joined_at": self.joined_at,
+                "info": self.info}
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A user-level change in a room: ``join`` (first connection) or ``leave`` (last)."""
+
+    op: Op
+    room: str
+    user: str
+    conn: Conn
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """One connection-level change, as sent between nodes."""
+
+    origin: str
+    counter: int
+    op: Op
+    conn: Conn
+
+
+@dataclass(slots=True)
+class _Origin:
+    counter: int = 0  # last counter applied from this origin
+    synced: bool = False  # a snapshot (or our own start) established its state
+
+
+class PresenceState:
+    def __init__(self, self_id: str) -> None:
+        self.self_id = self_id
+        # room -> user -> conn id -> Conn
+        self._rooms: dict[str, dict[str, dict[str, Conn]]] = {}
+        # origin node -> conn id -> set of rooms, for purges and snapshots
+        self._by_node: dict[str, dict[str, set[str]]] = {}
+        self._origins: dict[str, _Origin] = {self_id: _Origin(0, True)}
+        self._index: dict[tuple[str, str], Conn] = {}  # (room, conn id) -> entry
+
+    # -- local changes -----------------------------------------------------------------
+
+    def track(self, conn: Conn) -> tuple[Delta, list[Transition]]:
+        """A local connection joined a room: returns the delta to broadcast."""
+        origin = self._origins[self.self_id]
+        origin.counter += 1
+        return Delta(self.self_id, origin.counter, Op.JOIN, conn), self._add(conn)
+
+    def untrack(self, room: str, conn_id: str) -> tuple[Delta, list[Transition]] | None:
+        """A local connection left a room (or closed)."""
+        existing = self._find(room, conn_id)
+        if existing is None:
+            return None
+        origin = self._origins[self.self_id]
+        origin.counter += 1
+        return Delta(self.self_id, origin.counter, Op.LEAVE, existing), self._remove(existing)
+
+    @property
+    def counter(self) -> int:
+        return self._origins[self.self_id].counter
+
+    # -- remote changes ----------------------------------------------------------------
+
+    def apply_delta(self, d: Delta) -> tuple[list[Transition], bool]:
+        """Apply a delta from another node; returns (transitions, need_sync)."""
+        if d.origin == self.self_id:
+            return [], False
+        o = self._origins.setdefault(d.origin, _Origin())
+        if d.counter <= o.counter:
+            return [], False  # already applied (a snapshot covered it)
+        if not o.synced or d.counter != o.counter + 1:
+            return [], True
+        o.counter = d.counter
+        if d.op is Op.JOIN:
+            return self._add(d.conn), False
+        entry = self._find(d.conn.room, d.conn.conn)
+        return (self._remove(entry) if entry is not None else []), False
+
+    def apply_snapshot(self, origin: str, counter: int, conns: Iterable[Conn]) -> list[Transition]:
+        """Replace everything known of ``origin`` with its snapshot taken at ``counter``."""
+        if origin == self.self_id:
+            return []
+        o = self._origins.setdefault(origin, _Origin())
+        if o.synced and counter < o.counter:
+            return []  # older than what we have
+        wanted = {(c.room, c.conn): c for c in conns}
+        have = {(room, cid): self._find(room, cid)
+                for cid, rooms in self._by_node.get(origin, {}).items() for room in rooms}
+        out: list[Transition] = []
+        for key, entry in have.items():
+            if key not in wanted and entry is not None:
+                out += self._remove(entry)
+        for key, c in wanted.items():
+            if key not in have:
+                out += self._add(c)
+        o.counter = counter
+        o.synced = True
+        return out
+
+    def purge_node(self, origin: str) -> list[Transition]:
+        """``origin`` is dead: remove all its connections."""
+        out: list[Transition] = []
+        for cid, rooms in list(self._by_node.get(origin, {}).items()):
+            for room in list(rooms):
+                entry = self._find(room, cid)
+                if entry is not None:
+                    out += self._remove(entry)
+        self._by_node.pop(origin, None)
+        self._origins.pop(origin, None)
+        return out
+
+    def forget_origin_sync(self, origin: str) -> None:
+        """Mark ``origin`` as needing a snapshot before its deltas apply again."""
+        if origin != self.self_id and origin in self._origins:
+            self._origins[origin].synced = False
+
+    # -- queries -----------------------------------------------------------------------
+
+    def snapshot_of(self, origin: str) -> list[Conn]:
+        return [c for cid, rooms in self._by_node.get(origin, {}).items() for room in rooms
+                if (c := self._find(room, cid)) is not None]
+
+    def members(self, room: str) -> dict[str, list[dict[str, Any]]]:
+        """user -> list of that user's connections in ``room``."""
+        return {user: [c.meta() for c in conns.values()]
+                for user, conns in self._rooms.get(room, {}).items()}
+
+    def user_count(self, room: str) -> int:
+        return len(self._rooms.get(room, ()))
+
+    def conn_count(self, room: str) -> int:
+        return sum(len(c) for c in self._rooms.get(room, {}).values())
+
+    def rooms(self) -> dict[str, tuple[int, int]]:
+        """room -> (users, connections)."""
+        return {room: (len(users), sum(len(c) for c in users.values()))
+                for room, users in self._rooms.items()}
+
+    def user(self, user: str) -> list[Conn]:
+        return [c for users in self._rooms.values() for c in users.get(user, {}).values()]
+
+    def origin_of(self, conn_id: str) -> str | None:
+        """The node holding connection ``conn_id``, if it is in any room."""
+        for node, conns in self._by_node.items():
+            if conn_id in conns:
+                return node
+        return None
+
+    def nodes(self) -> dict[str, int]:
+        """origin -> connection count (distinct connections)."""
+        return {node: len(conns) for node, conns in self._by_node.items()}
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _find(self, room: str, conn_id: str) -> Conn | None:
+        return self._index.get((room, conn_id))
+
+    def _add(self, c: Conn) -> list[Transition]:
+        users = self._rooms.setdefault(c.room, {})
+        conns = users.setdefault(c.user, {})
+        first = not conns
+        if c.conn in conns:
+            return []
+        conns[c.conn] = c
+        self._index[(c.room, c.conn)] = c
+        self._by_node.setdefault(c.node, {}).setdefault(c.conn, set()).add(c.room)
+        return [Transition(Op.JOIN, c.room, c.user, c)] if first else []
+
+    def _remove(self, c: Conn) -> list[Transition]:
+        users = self._rooms.get(c.room)
+        if not users or c.user not in users or c.conn not in users[c.user]:
+            return []
+        conns = users[c.user]
+        del conns[c.conn]
+        self._index.pop((c.room, c.conn), None)
+        node_conns = self._by_node.get(c.node, {})
+        rooms = node_conns.get(c.conn)
+        if rooms is not None:
+            rooms.discard(c.room)
+            if not rooms:
+                del node_conns[c.conn]
+        if conns:
+            return []
+        del users[c.user]
+        if not users:
+            del self._rooms[c.room]
+        return [Transition(Op.LEAVE, c.room, c.user, c)]

@@ -1,0 +1,364 @@
+"""Moves presence between nodes over NATS; the logic is in :mod:`roomcast.presence.state`.
+
+* Each local join/leave becomes one delta on ``roomcast.presence.delta`` (core NATS) and one
+  event stored in the ``PRESENCE`` stream for backends: O(1) NATS operations, whatever the size
+  of the room.
+* Every node heartbeats its counter; a heartbeat ahead of what was applied, a gap in a
+  delta's counter, or a node never seen before makes us ask that node for a snapshot.
+* A node silent for ``timeout`` seconds is dead: its connections are removed, members get
+  ``leave`` events, and every survivor stores the same backend leave events under the same
+  message ids, so JetStream keeps each once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
+from roomcast.backplane import subjects
+from roomcast.backplane.nats import ensure_stream
+from roomcast.presence.state import Conn, Delta, Op, PresenceState, Transition
+
+from roomcast.errors import ConfigError
+
+log = logging.getLogger("roomcast.presence")
+
+
+@dataclass(frozen=True)
+class PresenceConfig:
+    """Args:
+    heartbeat_interval: seconds between heartbeats.
+    timeout: seconds without a heartbeat after which a node is dead (at most 10).
+    list_max: ``joined`` lists members up to this many users, else only counts.
+    events_max_age: seconds the backend event log is kept.
+    """
+
+    heartbeat_interval: float = 1.0
+    timeout: float = 5.0
+    list_max: int = 100
+    events_max_age: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat_interval < self.timeout:
+            raise ConfigError("presence_heartbeat", "must be > 0 and below presence_timeout")
+        if self.timeout > 10:
+            raise ConfigError("presence_timeout", "must be at most 10 seconds")
+        if self.list_max < 0:
+            raise ConfigError("presence_list_max", "must be >= 0")
+
+
+class _Conn(msgspec.Struct, array_like=True):
+    room: str
+    conn: str
+    user: str
+    node: str
+    joined_at: int
+    info: dict[str, Any] = {}
+
+
+class _Delta(msgspec.Struct):
+    origin: str
+    counter: int
+    op: str
+    conn: _Conn
+
+
+class _Snapshot(msgspec.Struct):
+    origin: str
+    node: str
+    counter: int
+    conns: list[_Conn]
+
+
+class _Heartbeat(msgspec.Struct):
+    origin: str
+    node: str
+    counter: int
+    conns: int
+
+
+class BackendEvent(msgspec.Struct):
+    """A stored presence event (``docs/presence.md``)."""
+
+    type: str  # "join" | "leave"
+    room: str
+    user: str
+    conn: str
+    node: str
+    ts: int
+    first: bool  # the user's first connection in the room (user-level join)
+    last: bool  # the user's last connection left the room (user-level leave)
+    reason: str = "client"  # "client" or "node_down"
+    info: dict[str, Any] = {}
+
+
+_enc = msgspec.json.Encoder()
+_dec_delta = msgspec.json.Decoder(_Delta)
+_dec_snap = msgspec.json.Decoder(_Snapshot)
+_dec_hb = msgspec.json.Decoder(_Heartbeat)
+
+
+def _wire(c: Conn) -> _Conn:
+    return _Conn(c.room, c.conn, c.user, c.node, c.joined_at, c.info)
+
+
+def _conn(w: _Conn) -> Conn:
+    return Conn(w.room, w.conn, w.user, w.node, w.joined_at, w.info)
+
+
+@dataclass
+class _Peer:
+    node: str
+    last_seen: float
+    counter: int
+    conns: int
+
+
+class PresenceTracker:
+    def __init__(self, nc, js, *, node_id: str, instance: str, config: PresenceConfig,
+                 replicas: int, on_transitions: Callable[[list[Transition]], None],
+                 close_conn: Callable[[str], None]) -> None:
+        self.nc = nc
+        self.js = js
+        self.node_id = node_id
+        self.instance = instance
+        self.config = config
+        self.replicas = replicas
+        self.state = PresenceState(instance)
+        self.peers: dict[str, _Peer] = {}
+        self._on_transitions = on_transitions
+        self._close_conn = close_conn
+        self._subs: list = []
+        self._syncing: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._hb_task: asyncio.Task | None = None
+        self.started_at = time.time()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._ensure_stream()
+        nc = self.nc
+        self._subs = [
+            await nc.subscribe(subjects.PRESENCE_DELTA, cb=self._on_delta),
+            await nc.subscribe(subjects.PRESENCE_HEARTBEAT, cb=self._on_heartbeat),
+            await nc.subscribe(subjects.PRESENCE_HELLO, cb=self._on_sync_request),
+            await nc.subscribe(subjects.presence_sync(self.instance), cb=self._on_sync_request),
+            await nc.subscribe(subjects.presence_evict(self.instance), cb=self._on_evict),
+        ]
+        await nc.flush()
+        await self._hello()
+        self._hb_task = asyncio.get_running_loop().create_task(self._heartbeats())
+
+    async def close(self) -> None:
+        if self._hb_task:
+            self._hb_task.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error:
+                pass
+
+    async def _ensure_stream(self) -> None:
+        sc = StreamConfig(
+            name=subjects.PRESENCE_EVENTS_STREAM,
+            subjects=[subjects.PRESENCE_EVENTS_PREFIX + ">"],
+            storage=StorageType.FILE, num_replicas=self.replicas,
+            max_age=self.config.events_max_age, duplicate_window=120.0,
+            discard=DiscardPolicy.OLD, allow_direct=True,
+            republish=RePublish(src=subjects.PRESENCE_EVENTS_PREFIX + ">",
+                                dest=subjects.PRESENCE_EVENTS_LIVE + ">"))
+        await ensure_stream(self.nc, sc, time.monotonic() + 30.0)
+
+    async def _hello(self) -> None:
+        """Learn every live node's connections before serving (scatter-gather)."""
+        inbox = self.nc.new_inbox()
+        replies: list[Msg] = []
+
+        async def collect(m: Msg) -> None:
+            replies.append(m)
+
+        sub = await self.nc.subscribe(inbox, cb=collect)
+        await self.nc.publish(subjects.PRESENCE_HELLO, b"", reply=inbox)
+        await asyncio.sleep(min(0.5, self.config.heartbeat_interval))
+        await sub.unsubscribe()
+        for m in replies:
+            self._apply_snapshot(m.data)
+
+    # -- local changes -----------------------------------------------------------------
+
+    def track(self, room: str, conn_id: str, user: str, info: dict) -> None:
+        c = Conn(room, conn_id, user, self.instance, int(time.time() * 1000), info)
+        delta, trans = self.state.track(c)
+        self._emit(delta, trans)
+
+    def untrack(self, room: str, conn_id: str) -> None:
+        out = self.state.untrack(room, conn_id)
+        if out is not None:
+            self._emit(*out)
+
+    def evict_elsewhere(self, old_conn: str) -> None:
+        """A session resumed here: ask the node still holding its old connection to close it."""
+        origin = self.state.origin_of(old_conn)
+        if origin is not None and origin != self.instance:
+            self._spawn(self.nc.publish(subjects.presence_evict(origin), old_conn.encode()))
+        elif origin == self.instance:
+            self._close_conn(old_conn)
+
+    def _emit(self, delta: Delta, trans: list[Transition]) -> None:
+        payload = _enc.encode(_Delta(delta.origin, delta.counter, delta.op.value,
+                                     _wire(delta.conn)))
+        self._spawn(self.nc.publish(subjects.PRESENCE_DELTA, payload))
+        first = delta.op is Op.JOIN and any(t.conn.conn == delta.conn.conn for t in trans)
+        last = delta.op is Op.LEAVE and any(t.conn.conn == delta.conn.conn for t in trans)
+        self._store_event(delta.op, delta.conn, first, last, "client",
+                          f"{self.instance}:{delta.counter}")
+        if trans:
+            self._on_transitions(trans)
+
+    def _store_event(self, op: Op, c: Conn, first: bool, last: bool, reason: str,
+                     msg_id: str) -> None:
+        ev = BackendEvent(op.value, c.room, c.user, c.conn, c.node, int(time.time() * 1000),
+                          first, last, reason, c.info)
+        self._spawn(self._publish_event(subjects.presence_events(c.room), _enc.encode(ev), msg_id))
+
+    async def _publish_event(self, subject: str, body: bytes, msg_id: str) -> None:
+        deadline = time.monotonic() + 20.0
+        while True:
+            try:
+                await self.js.publish(subject, body, headers={"Nats-Msg-Id": msg_id})
+                return
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                if time.monotonic() > deadline:
+                    log.warning("presence event not stored: %s", exc)
+                    return
+                await asyncio.sleep(0.25)
+
+    # -- remote changes ----------------------------------------------------------------
+
+    async def _on_delta(self, msg: Msg) -> None:
+        d = _dec_delta.decode(msg.data)
+        if d.origin == self.instance:
+            return
+        trans, need_sync = self.state.apply_delta(Delta(d.origin, d.counter, Op(d.op),
+                                                        _conn(d.conn)))
+        if need_sync:
+            self._request_snapshot(d.origin)
+        elif trans:
+            self._on_transitions(trans)
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        hb = _dec_hb.decode(msg.data)
+        if hb.origin == self.instance:
+            return
+        peer = self.peers.get(hb.origin)
+        if peer is None:
+            self.peers[hb.origin] = _Peer(hb.node, time.monotonic(), hb.counter, hb.conns)
+            self._request_snapshot(hb.origin)
+            return
+        peer.last_seen, peer.counter, peer.conns = time.monotonic(), hb.counter, hb.conns
+        # Deltas and heartbeats of one node arrive in the order it sent them: a heartbeat
+        # ahead of what we applied means a delta was lost.
+        applied = self.state._origins.get(hb.origin)
+        if applied is None or not applied.synced or applied.counter < hb.counter:
+            self._request_snapshot(hb.origin)
+
+    def _request_snapshot(self, origin: str) -> None:
+        if origin in self._syncing:
+            return
+        self._syncing.add(origin)
+        self._spawn(self._snapshot(origin))
+
+    async def _snapshot(self, origin: str) -> None:
+        try:
+            msg = await self.nc.request(subjects.presence_sync(origin), b"", timeout=2.0)
+            self._apply_snapshot(msg.data)
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.info("presence snapshot from %s failed: %s", origin, exc)
+        finally:
+            self._syncing.discard(origin)
+
+    def _apply_snapshot(self, data: bytes) -> None:
+        snap = _dec_snap.decode(data)
+        if snap.origin == self.instance:
+            return
+        self.peers.setdefault(snap.origin, _Peer(snap.node, time.monotonic(), snap.counter,
+                                                 len(snap.conns)))
+        trans = self.state.apply_snapshot(snap.origin, snap.counter,
+                                          [_conn(c) for c in snap.conns])
+        if trans:
+            self._on_transitions(trans)
+
+    async def _on_sync_request(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        snap = _Snapshot(self.instance, self.node_id, self.state.counter,
+                         [_wire(c) for c in self.state.snapshot_of(self.instance)])
+        await msg.respond(_enc.encode(snap))
+
+    async def _on_evict(self, msg: Msg) -> None:
+        self._close_conn(msg.data.decode())
+
+    def resync_all(self) -> None:
+        """After our own NATS reconnect: we may have missed deltas from anyone."""
+        for origin in list(self.peers):
+            self.state.forget_origin_sync(origin)
+            self._request_snapshot(origin)
+
+    # -- liveness ----------------------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        interval = self.config.heartbeat_interval
+        while True:
+            try:
+                hb = _Heartbeat(self.instance, self.node_id, self.state.counter,
+                                self.state.nodes().get(self.instance, 0))
+                await self.nc.publish(subjects.PRESENCE_HEARTBEAT, _enc.encode(hb))
+            except nats.errors.Error:
+                pass
+            self._reap()
+            await asyncio.sleep(interval)
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for origin, peer in list(self.peers.items()):
+            if now - peer.last_seen <= self.config.timeout:
+                continue
+            del self.peers[origin]
+            gone = self.state.snapshot_of(origin)
+            trans = self.state.purge_node(origin)
+            left_users = {(t.room, t.user) for t in trans}
+            log.warning("node %s (%s) silent for %.1fs: removed %d connections", peer.node,
+                        origin, now - peer.last_seen, len(gone))
+            for c in gone:
+                self._store_event(Op.LEAVE, c, False, (c.room, c.user) in left_users,
+                                  "node_down", f"down:{c.room}:{c.conn}")
+            if trans:
+                self._on_transitions(trans)
+
+    def live_nodes(self) -> dict[str, dict]:
+        now = time.monotonic()
+        out = {self.instance: {"node": self.node_id,
+                               "connections": self.state.nodes().get(self.instance, 0),
+                               "last_seen_ms": 0, "self": True}}
+        counts = self.state.nodes()
+        for origin, p in self.peers.items():
+            out[origin] = {"node": p.node, "connections": counts.get(origin, 0),
+                           "last_seen_ms": int((now - p.last_seen) * 1000), "self": False}
+        return out
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+

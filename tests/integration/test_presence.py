@@ -1,0 +1,249 @@
+"""Presence acceptance: a real 3-server JetStream cluster and two or more real nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+
+import nats
+import pytest_asyncio
+from roomcast.presence.admin import query
+
+from roomcast.dev import NodeProcess
+from roomcast.natsserver import free_port
+from tests.helpers import KEY, UNIT, WsClient, room_name, start_node, token
+
+FAST = {"ROOMCAST_PRESENCE_HEARTBEAT": "0.25", "ROOMCAST_PRESENCE_TIMEOUT": "1.5",
+        "ROOMCAST_LOG_LEVEL": "warning"}
+
+
+def fast_presence():
+    from roomcast.presence.tracker import PresenceConfig
+
+    return PresenceConfig(heartbeat_interval=0.25, timeout=1.5)
+
+
+@pytest_asyncio.fixture
+async def nodes(nats3):
+    a = await start_node(nats3.urls, node_id="pa", presence=fast_presence())
+    b = await start_node(nats3.urls, node_id="pb", presence=fast_presence())
+    yield a, b
+    await a.stop()
+    await b.stop()
+
+
+def presence_events(c: WsClient, room: str) -> list[tuple[str, str]]:
+    return [(f["event"], f["user"]) for f in c.frames
+            if f["type"] == "presence" and f["room"] == room]
+
+
+async def eventually(pred, timeout: float = 10 * UNIT, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(step)
+
+
+async def test_members_on_different_nodes_see_each_other(nodes):
+    """Users on A and B: member lists and join/leave events, cluster-wide."""
+    a, b = nodes
+    room = room_name()
+    alice = await WsClient.connect(a.port, token("alice", info={"name": "Alice"}))
+    j1 = await alice.join(room)
+    assert set(j1["presence"]["members"]) == {"alice"}
+    bob = await WsClient.connect(b.port, token("bob"))
+    j2 = await bob.join(room)
+    assert set(j2["presence"]["members"]) == {"alice", "bob"}
+    assert j2["presence"]["members"]["alice"][0]["info"] == {"name": "Alice"}
+    await alice.wait_for(lambda f: f["type"] == "presence" and f["user"] == "bob")
+    assert presence_events(alice, room) == [("join", "bob")]
+    assert presence_events(bob, room) == []  # no event for one's own join
+    await bob.request({"type": "leave", "room": room})
+    await alice.wait_for(lambda f: f["type"] == "presence" and f["event"] == "leave")
+    assert presence_events(alice, room) == [("join", "bob"), ("leave", "bob")]
+    await alice.close()
+    await bob.close()
+
+
+async def test_tabs_of_one_user_count_once(nodes):
+    """Two tabs (on two nodes): one member; closing one sends no leave; closing both, one."""
+    a, b = nodes
+    room = room_name()
+    watcher = await WsClient.connect(a.port, token("watcher"))
+    await watcher.join(room)
+    tab1 = await WsClient.connect(a.port, token("tina"))
+    tab2 = await WsClient.connect(b.port, token("tina"))
+    await tab1.join(room)
+    j = await tab2.join(room)
+    assert j["presence"]["users"] == 2 and j["presence"]["connections"] == 3
+    assert len(j["presence"]["members"]["tina"]) == 2
+    await eventually(lambda: a.presence.state.conn_count(room) == 3)
+    await tab1.close()
+    await eventually(lambda: a.presence.state.conn_count(room) == 2)
+    await asyncio.sleep(0.3)
+    assert presence_events(watcher, room) == [("join", "tina")]
+    await tab2.close()
+    await watcher.wait_for(lambda f: f["type"] == "presence" and f["event"] == "leave")
+    await asyncio.sleep(0.3)
+    assert presence_events(watcher, room) == [("join", "tina"), ("leave", "tina")]
+    await watcher.close()
+
+
+async def test_kill_9_node_users_leave_within_the_bound(nats3):
+    """A node killed with SIGKILL: its users leave everyone's view within the timeout."""
+    port = free_port()
+    victim = NodeProcess("victim", "127.0.0.1", port, nats3.urls, KEY, 3, FAST)
+    survivor = await start_node(nats3.urls, node_id="survivor", presence=fast_presence())
+    try:
+        await asyncio.to_thread(victim.wait_ready)
+        room = room_name()
+        watcher = await WsClient.connect(survivor.port, token("wanda"))
+        await watcher.join(room)
+        doomed = [await WsClient.connect(port, token(f"d{i}")) for i in range(3)]
+        for c in doomed:
+            await c.join(room)
+        await eventually(lambda: survivor.presence.state.user_count(room) == 4)
+        t0 = time.monotonic()
+        victim.proc.send_signal(signal.SIGKILL)
+        await eventually(lambda: len([e for e in presence_events(watcher, room)
+                                      if e[0] == "leave"]) == 3, timeout=10 * UNIT)
+        elapsed = time.monotonic() - t0
+        assert elapsed <= 1.5 + 0.25 * 2 + 1.0, elapsed  # timeout + heartbeat slack + margin
+        assert survivor.presence.state.user_count(room) == 1
+        reply = await query(nats3.urls, "presence", room)
+        assert set(reply["members"]) == {"wanda"}
+        await watcher.close()
+    finally:
+        victim.stop()
+        await survivor.stop()
+
+
+async def test_admin_queries_with_nodes_on_both_sides_and_one_nats_server_down(nats3, nodes):
+    """presence/rooms/nodes/user admin answers are right, also with 1 of 3 NATS servers down."""
+    a, b = nodes
+    room = room_name()
+    clients = [await WsClient.connect(n.port, token(u)) for n, u in
+               ((a, "ann"), (b, "ben"), (b, "ann"))]
+    for c in clients:
+        await c.join(room)
+    await eventually(lambda: all(n.presence.state.conn_count(room) == 3 for n in (a, b)))
+
+    async def check() -> None:
+        p = await query(nats3.urls, "presence", room)
+        assert (p["users"], p["connections"]) == (2, 3) and set(p["members"]) == {"ann", "ben"}
+        assert {c["node"] for c in p["members"]["ann"]} == {a.instance, b.instance}
+        rooms = await query(nats3.urls, "rooms")
+        assert rooms["rooms"][room] == {"users": 2, "connections": 3}
+        live = (await query(nats3.urls, "nodes"))["nodes"]
+        assert {a.instance, b.instance} <= set(live)
+        assert live[a.instance]["connections"] == 1 and live[b.instance]["connections"] == 2
+        user = await query(nats3.urls, "user", "ann")
+        assert sorted(c["node"] for c in user["connections"]) == sorted([a.instance, b.instance])
+        unknown = await query(nats3.urls, "bogus")
+        assert "error" in unknown
+
+    await check()
+    down = nats3.servers[2]
+    down.kill()
+    try:
+        await asyncio.sleep(0.5)
+        await check()
+    finally:
+        down.start()
+        down.wait_ready()
+    for c in clients:
+        await c.close()
+
+
+async def test_resume_elsewhere_leaves_no_ghost(nodes):
+    """The network to A goes silent; the client resumes on B: A's connection is evicted at
+    once (no ghost), and other members see no leave/join churn."""
+    a, b = nodes
+    from roomcast.client import connect
+    from tests.faults import TcpProxy
+    from tests.helpers import drop
+
+    room = room_name()
+    proxy = TcpProxy(a.port)
+    via_proxy = await proxy.start()
+    watcher = await WsClient.connect(b.port, token("wes"))
+    await watcher.join(room)
+    try:
+        async with connect([f"ws://127.0.0.1:{via_proxy}/ws", f"ws://127.0.0.1:{b.port}/ws"],
+                           token("gina"), shuffle_urls=False, backoff_base=0.05) as c:
+            await c.join(room)
+            await watcher.wait_for(lambda f: f["type"] == "presence" and f["user"] == "gina")
+            proxy.blackhole()  # A hears nothing more from this client, not even a close
+            drop(c)
+            await eventually(lambda: c.connected and c.node == "pb")
+            await eventually(lambda: all(
+                [m["node"] for m in n.presence.state.members(room).get("gina", [])]
+                == [b.instance] for n in (a, b)), timeout=3 * UNIT)
+            await asyncio.sleep(0.5)
+            assert presence_events(watcher, room) == [("join", "gina")]
+    finally:
+        await watcher.close()
+        await proxy.close()
+
+
+async def test_backend_events_carry_a_sequence_chain_and_crash_leaves_are_stored_once(nats3):
+    """roomcast.events.presence.<room>: join/leave events, seq/prev headers, no duplicates."""
+    port = free_port()
+    victim = NodeProcess("victim2", "127.0.0.1", port, nats3.urls, KEY, 3, FAST)
+    s1 = await start_node(nats3.urls, node_id="s1", presence=fast_presence())
+    s2 = await start_node(nats3.urls, node_id="s2", presence=fast_presence())
+    nc = await nats.connect(nats3.urls)
+    try:
+        await asyncio.to_thread(victim.wait_ready)
+        room = room_name()
+        got: list = []
+
+        async def on_event(msg):
+            got.append((json.loads(msg.data), int(msg.headers["Nats-Sequence"]),
+                        int(msg.headers["Nats-Last-Sequence"])))
+
+        await nc.subscribe(f"roomcast.events.presence.{room}", cb=on_event)
+        await nc.flush()
+        keeper = await WsClient.connect(s1.port, token("kim"))
+        await keeper.join(room)
+        lost = await WsClient.connect(port, token("lou"))
+        await lost.join(room)
+        await eventually(lambda: len(got) == 2)
+        victim.proc.send_signal(signal.SIGKILL)
+        await eventually(lambda: len(got) == 3, timeout=10 * UNIT)
+        await asyncio.sleep(1.0)  # both survivors published the leave; it is stored once
+        events = [(e["type"], e["user"], e["first"], e["last"], e["reason"]) for e, _, _ in got]
+        assert events == [("join", "kim", True, False, "client"),
+                          ("join", "lou", True, False, "client"),
+                          ("leave", "lou", False, True, "node_down")]
+        seqs = [s for _, s, _ in got]
+        prevs = [p for _, _, p in got]
+        assert prevs == [0] + seqs[:-1]
+        await keeper.close()
+    finally:
+        await nc.close()
+        victim.stop()
+        await s1.stop()
+        await s2.stop()
+
+
+async def test_admin_cli(nats3, nodes):
+    """`roomcast admin rooms` prints the JSON answer."""
+    a, _ = nodes
+    room = room_name()
+    c = await WsClient.connect(a.port, token("cli"))
+    await c.join(room)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "roomcast", "admin", "presence", room, "--nats-url",
+        ",".join(nats3.urls), stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 30 * UNIT)
+    assert proc.returncode == 0
+    assert set(json.loads(out)["members"]) == {"cli"}
+    await c.close()

@@ -1,0 +1,101 @@
+"""presence.state: pure presence, merged across replicas in memory."""
+
+from __future__ import annotations
+
+from presence.state import Conn, Op, PresenceState
+
+
+def conn(room="r", cid="a.1", user="alice", node="A") -> Conn:
+    return Conn(room, cid, user, node, 1, {"name": user})
+
+
+def ops(transitions) -> list[tuple[str, str, str]]:
+    return [(t.op.value, t.room, t.user) for t in transitions]
+
+
+def test_tabs_of_one_user_are_one_member():
+    """Two connections of one user: one join; closing one tab: no leave; both: one leave."""
+    s = PresenceState("A")
+    _, t1 = s.track(conn(cid="A.1"))
+    _, t2 = s.track(conn(cid="A.2"))
+    assert ops(t1) == [("join", "r", "alice")] and t2 == []
+    assert s.user_count("r") == 1 and s.conn_count("r") == 2
+    _, t3 = s.untrack("r", "A.1")
+    assert t3 == []
+    _, t4 = s.untrack("r", "A.2")
+    assert ops(t4) == [("leave", "r", "alice")]
+    assert s.untrack("r", "A.2") is None
+    assert s.rooms() == {}
+
+
+def test_deltas_replicate_between_nodes():
+    """Deltas from A applied on B give B the same view, including multi-node users."""
+    a, b = PresenceState("A"), PresenceState("B")
+    b.apply_snapshot("A", 0, [])
+    d1, _ = a.track(conn(cid="A.1"))
+    d2, t_local = b.track(conn(cid="B.1", node="B"))
+    assert ops(t_local) == [("join", "r", "alice")]
+    trans, need = b.apply_delta(d1)
+    assert (trans, need) == ([], False)  # alice is already present through B.1
+    assert b.members("r")["alice"][0]["conn"] in ("A.1", "B.1") and b.conn_count("r") == 2
+    d3, _ = a.untrack("r", "A.1")
+    assert b.apply_delta(d3) == ([], False)
+    assert b.conn_count("r") == 1
+
+
+def test_gap_in_counters_asks_for_a_snapshot():
+    """A missing delta is detected by its counter; the snapshot repairs the view."""
+    a, b = PresenceState("A"), PresenceState("B")
+    b.apply_snapshot("A", 0, [])
+    d1, _ = a.track(conn(cid="A.1", user="u1"))
+    a.track(conn(cid="A.2", user="u2"))  # lost on the way to B
+    d3, _ = a.track(conn(cid="A.3", user="u3"))
+    assert ops(b.apply_delta(d1)[0]) == [("join", "r", "u1")]
+    trans, need = b.apply_delta(d3)
+    assert need is True and trans == []
+    repaired = b.apply_snapshot("A", a.counter, a.snapshot_of("A"))
+    assert sorted(ops(repaired)) == [("join", "r", "u2"), ("join", "r", "u3")]
+    assert b.apply_delta(d3) == ([], False)  # already covered by the snapshot
+
+
+def test_deltas_before_first_snapshot_wait_for_it():
+    """Until an origin's snapshot arrives its deltas are not applied (need_sync)."""
+    b = PresenceState("B")
+    a = PresenceState("A")
+    d1, _ = a.track(conn(cid="A.1"))
+    assert b.apply_delta(d1) == ([], True)
+    assert ops(b.apply_snapshot("A", 1, a.snapshot_of("A"))) == [("join", "r", "alice")]
+
+
+def test_snapshot_replaces_origin_state_and_ignores_stale_ones():
+    """A snapshot removes what the origin no longer has; an older snapshot changes nothing."""
+    b = PresenceState("B")
+    b.apply_snapshot("A", 5, [conn(cid="A.1"), conn(cid="A.2", user="bob")])
+    assert b.user_count("r") == 2
+    assert ops(b.apply_snapshot("A", 7, [conn(cid="A.1")])) == [("leave", "r", "bob")]
+    assert b.apply_snapshot("A", 6, []) == []
+    assert b.user_count("r") == 1
+
+
+def test_purge_of_dead_node_leaves_only_users_without_other_connections():
+    """Purging node A: users also connected through B stay; others leave."""
+    b = PresenceState("B")
+    b.apply_snapshot("A", 1, [conn(cid="A.1", user="alice"), conn(cid="A.2", user="bob"),
+                              conn(room="q", cid="A.2", user="bob")])
+    b.track(conn(cid="B.1", user="alice", node="B"))
+    out = b.purge_node("A")
+    assert sorted(ops(out)) == [("leave", "q", "bob"), ("leave", "r", "bob")]
+    assert b.members("r") == {"alice": [conn(cid="B.1", node="B").meta()]}
+    assert "A" not in b.nodes()
+
+
+def test_queries():
+    s = PresenceState("A")
+    s.track(conn(cid="A.1", user="alice"))
+    s.track(conn(room="q", cid="A.1", user="alice"))
+    s.track(conn(room="q", cid="A.2", user="bob"))
+    assert s.rooms() == {"r": (1, 1), "q": (2, 2)}
+    assert sorted(c.room for c in s.user("alice")) == ["q", "r"]
+    assert s.nodes() == {"A": 2}
+    assert s.origin_of("A.2") == "A" and s.origin_of("zzz") is None
+    assert Op.JOIN == "join"
