@@ -1,0 +1,85 @@
+"""deploy/nats/auth.conf on a real nats-server: nodes work, operators only ask, backends only
+listen."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import nats
+import pytest
+
+from roomcast.natsserver import NatsCluster
+from roomcast.presence.admin import query
+from tests.helpers import WsClient, room_name, start_node, token
+
+AUTH = Path(__file__).parents[2] / "deploy" / "nats" / "auth.conf"
+PW = {"ROOMCAST_NODE_PASSWORD": "node-pw-123", "ROOMCAST_OPERATOR_PASSWORD": "op-pw-456",
+      "ROOMCAST_BACKEND_PASSWORD": "be-pw-789"}
+
+
+@pytest.fixture
+def secured(monkeypatch):
+    for k, v in PW.items():
+        monkeypatch.setenv(k, v)
+    with NatsCluster(1, extra_conf=AUTH.read_text()) as cluster:
+        yield cluster.servers[0].port
+
+
+def url(user: str, pw: str, port: int) -> str:
+    return f"nats://{user}:{pw}@127.0.0.1:{port}"
+
+
+async def test_shipped_permissions(secured):
+    """Node user runs a node; operator can query admin but not publish into rooms; backend
+    receives presence events but cannot query admin."""
+    port = secured
+    node = await start_node([url("roomcast-node", PW["ROOMCAST_NODE_PASSWORD"], port)],
+                            replicas=1)
+    errors: list[Exception] = []
+
+    async def on_error(e: Exception) -> None:
+        errors.append(e)
+
+    try:
+        room = room_name()
+        backend = await nats.connect(url("roomcast-backend", PW["ROOMCAST_BACKEND_PASSWORD"], port),
+                                     error_cb=on_error)
+        events = []
+
+        async def on_event(m):
+            events.append(m)
+
+        await backend.subscribe(f"roomcast.events.presence.{room}", cb=on_event)
+        await backend.flush()
+        c = await WsClient.connect(node.port, token("perm"))
+        await c.join(room)
+        ack = await c.publish(room, "allowed")
+        assert ack["type"] == "ack"
+
+        operator_url = url("roomcast-operator", PW["ROOMCAST_OPERATOR_PASSWORD"], port)
+        reply = await query([operator_url], "presence", room)
+        assert set(reply["members"]) == {"perm"}
+
+        op = await nats.connect(operator_url, error_cb=on_error)
+        await op.publish(f"room.{room}", b'{"forged":true}')
+        await op.flush()
+        await asyncio.sleep(0.3)
+        assert any("permissions violation" in str(e).lower() for e in errors)
+        assert [m["data"] for m in c.messages(room)] == ["allowed"]
+
+        for _ in range(50):
+            if events:
+                break
+            await asyncio.sleep(0.05)
+        assert events and b'"type":"join"' in events[0].data
+        errors.clear()
+        with pytest.raises(nats.errors.Error):
+            await backend.request("roomcast.admin.rooms", b"", timeout=1)
+        await c.close()
+        await op.close()
+        await backend.close()
+    finally:
+        await node.stop()
+    assert os.environ["ROOMCAST_NODE_PASSWORD"] == PW["ROOMCAST_NODE_PASSWORD"]
