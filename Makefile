@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.pingpong
 	$(BIN)/python -m bench.storm
+	$(BIN)/python -m bench.presence
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
