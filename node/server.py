@@ -114,8 +114,8 @@ class Node:
         self.draining = True
         self.metrics.draining.set(1)
         log.info("draining", extra={"connections": len(self.connections)})
-        if self._server is not None:
-            self._server.close(close_connections=False)
+        # Keep listening while draining: /readyz answers 503 "draining", /metrics shows the
+        # drain, and new upgrades get 503 (see _process_request). The listener closes last.
         await self._close_paced(self.config.drain_window)
         await self._wait(self._inflight, self.config.drain_timeout)
         if self._server is not None:

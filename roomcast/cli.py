@@ -75,6 +75,7 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "--resume-keys", default="",
           help="resume-token HMAC secrets, comma-separated, newest first (default: derived "
                "from an HMAC --jwt-key)")
+    _flag(p, "--resume-keys-file", default=None, help="read --resume-keys from this file")
     _flag(p, "--resume-ttl", type=float, default=300.0, help="seconds a resume token is valid")
     _flag(p, "--presence", type=_bool, default=True, help="cluster-wide presence on/off")
     _flag(p, "--presence-heartbeat", type=float, default=1.0, help="presence heartbeat, seconds")
@@ -120,7 +121,9 @@ def node_config_from(args: argparse.Namespace):
         compression=_bool(args.compression),
         drain_window=float(args.drain_window),
         drain_timeout=float(args.drain_timeout),
-        resume_keys=tuple(k.strip() for k in args.resume_keys.split(",") if k.strip()),
+        resume_keys=tuple(k.strip() for k in (
+            Path(args.resume_keys_file).read_text() if args.resume_keys_file
+            else args.resume_keys).replace("\n", ",").split(",") if k.strip()),
         resume_ttl=float(args.resume_ttl),
         presence=PresenceConfig(heartbeat_interval=float(args.presence_heartbeat),
                                 timeout=float(args.presence_timeout),

@@ -86,6 +86,55 @@ class NodeProcess:
         return self.proc.returncode
 
 
+class Commands:
+    """``add``, ``remove [NAME]`` and ``list`` typed on standard input while ``roomcast dev``
+    runs: the local version of the autoscaler adding and removing edge pods."""
+
+    def __init__(self, cluster: NatsCluster, started: list[NodeProcess], key: str,
+                 host: str) -> None:
+        self.cluster = cluster
+        self.started = started
+        self.key = key
+        self.host = host
+        self.lock = threading.Lock()
+        self.count = len(started)
+
+    def handle(self, line: str) -> str:
+        words = line.split()
+        if not words:
+            return ""
+        with self.lock:
+            if words[0] == "add":
+                self.count += 1
+                n = NodeProcess(f"node-{self.count}", self.host, free_port(self.host),
+                                self.cluster.urls, self.key, self.cluster.replicas)
+                n.wait_ready()
+                self.started.append(n)
+                return f"added {n.node_id}: {n.url}"
+            if words[0] == "remove":
+                live = [n for n in self.started if n.proc.poll() is None]
+                name = words[1] if len(words) > 1 else (live[0].node_id if live else "")
+                target = next((n for n in live if n.node_id == name), None)
+                if target is None:
+                    return f"no running node {name!r}"
+                code = target.stop()
+                self.started.remove(target)
+                return f"removed {name}: drained, exit code {code}"
+            if words[0] == "list":
+                return "\n".join(f"{n.node_id}: {n.url}" for n in self.started
+                                 if n.proc.poll() is None)
+        return "commands: add | remove [NAME] | list"
+
+
+def _read_commands(commands: Commands, stop: threading.Event) -> None:
+    for line in sys.stdin:
+        if stop.is_set():
+            return
+        reply = commands.handle(line)
+        if reply:
+            print(f"roomcast dev: {reply}", flush=True)
+
+
 def run_dev(*, nodes: int = 2, nats: int = 3, port: int = 8765, host: str = "127.0.0.1") -> int:
     key = secrets.token_urlsafe(32)
     stop = threading.Event()
@@ -120,12 +169,17 @@ def run_dev(*, nodes: int = 2, nats: int = 3, port: int = 8765, host: str = "127
         print('        then type {"type":"join","room":"lobby"} and '
               '{"type":"publish","room":"lobby","data":"hi"}')
         print(f"  admin:  .venv/bin/roomcast admin rooms --nats-url {cluster.urls[0]}")
-        print("\n  Ctrl-C stops everything.\n", flush=True)
+        print("\n  Type 'add' or 'remove [NAME]' to scale the edge nodes, 'list' to see them.")
+        print("  Ctrl-C stops everything.\n", flush=True)
+        commands = Commands(cluster, started, key, host)
+        threading.Thread(target=_read_commands, args=(commands, stop), daemon=True).start()
         while not stop.is_set():
-            for n in started:
-                if n.proc.poll() is not None:
-                    print(f"roomcast dev: {n.node_id} exited ({n.proc.returncode})", flush=True)
-                    stop.set()
+            with commands.lock:
+                for n in started:
+                    if n.proc.poll() is not None:
+                        print(f"roomcast dev: {n.node_id} exited ({n.proc.returncode})",
+                              flush=True)
+                        stop.set()
             stop.wait(0.5)
         return 0
     finally:

@@ -41,7 +41,8 @@ def alive(pid: int) -> bool:
 async def test_dev_cluster_serves_and_stops_without_orphans():
     """The dev cluster prints node URLs and a token, relays across nodes, and Ctrl-C stops all."""
     proc = subprocess.Popen([sys.executable, "-m", "roomcast", "dev", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 60 * UNIT
@@ -70,11 +71,32 @@ async def test_dev_cluster_serves_and_stops_without_orphans():
         await a.close()
         await b.close()
 
+        # Scale like the autoscaler would: add a node, then remove (drain) one.
+        async def command(text: str, expect: str) -> str:
+            proc.stdin.write(text + "\n")
+            proc.stdin.flush()
+            async with asyncio.timeout(30 * UNIT):
+                while True:
+                    line = await asyncio.to_thread(proc.stdout.readline)
+                    assert line
+                    if expect in line:
+                        return line
+
+        added = await command("add", "added node-3")
+        port3 = int(re.search(r":(\d+)/ws", added).group(1))
+        c3 = await WsClient.connect(port3, tok)
+        assert c3.welcome["node"] == "node-3"
+        await c3.close()
+        removed = await command("remove node-1", "removed node-1")
+        assert "exit code 0" in removed
+        kids_now = children_of(proc.pid)
+        assert len(kids_now) == 5, kids_now  # 3 nats-server + node-2 + node-3
+
         proc.send_signal(signal.SIGINT)
         rest = await asyncio.to_thread(proc.communicate, timeout=60 * UNIT)
         assert proc.returncode == 0, rest
         assert "roomcast dev: stopped" in rest[0]
-        assert [k for k in kids if alive(k)] == []
+        assert [k for k in set(kids) | set(kids_now) if alive(k)] == []
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,4 +1,4 @@
-"""deploy/nats/auth.conf on a real nats-server: nodes work, operators only ask, backends only
+"""deploy/k8s/base/nats/auth.conf on a real nats-server: nodes work, operators only ask, backends only
 listen."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from roomcast.natsserver import NatsCluster
 from roomcast.presence.admin import query
 from tests.helpers import WsClient, room_name, start_node, token
 
-AUTH = Path(__file__).parents[2] / "deploy" / "nats" / "auth.conf"
+AUTH = Path(__file__).parents[2] / "deploy" / "k8s" / "base" / "nats" / "auth.conf"
 PW = {"ROOMCAST_NODE_PASSWORD": "node-pw-123", "ROOMCAST_OPERATOR_PASSWORD": "op-pw-456",
       "ROOMCAST_BACKEND_PASSWORD": "be-pw-789"}
 

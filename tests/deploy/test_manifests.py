@@ -1,0 +1,161 @@
+"""deploy/k8s: every overlay renders, validates against the API schemas, and follows policy."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import pytest
+import yaml
+
+from tests.deploy.k8s import K8S, KUBECTL, OVERLAYS, VERSIONS, find, pod_specs, render, schema_errors
+from tests.helpers import start_node, token
+
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: cannot render "
+                                                        "kustomize overlays")
+
+
+def env_of(container: dict, config: dict) -> dict[str, str]:
+    env = dict(config.get("data", {}))
+    env.update({e["name"]: e.get("value", "") for e in container.get("env", [])})
+    return env
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_renders_and_validates_against_api_schemas(overlay):
+    """kubectl kustomize renders the overlay; every object passes the strict API schema."""
+    objs = render(overlay)
+    assert {"StatefulSet", "Deployment", "HorizontalPodAutoscaler", "Service",
+            "PodDisruptionBudget", "NetworkPolicy", "ConfigMap"} <= {o["kind"] for o in objs}
+    problems = []
+    for version in VERSIONS:
+        for o in objs:
+            problems += [f"{version} {o['kind']}/{o['metadata']['name']}: {e}"
+                         for e in schema_errors(o, version)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_containers_have_resources_and_run_restricted(overlay):
+    """Every container: requests+limits, non-root, no privilege escalation, read-only root."""
+    for name, spec in pod_specs(render(overlay)):
+        pod_sc = spec.get("securityContext", {})
+        for c in spec["containers"] + spec.get("initContainers", []):
+            where = f"{name}/{c['name']}"
+            res = c.get("resources", {})
+            assert {"cpu", "memory"} <= set(res.get("requests", {})), where
+            assert {"cpu", "memory"} <= set(res.get("limits", {})), where
+            sc = {**pod_sc, **c.get("securityContext", {})}
+            assert sc.get("runAsNonRoot") is True and sc.get("runAsUser", 0) != 0, where
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert sc.get("readOnlyRootFilesystem") is True, where
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], where
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grace_period_covers_prestop_and_drain(overlay):
+    """terminationGracePeriodSeconds >= preStop sleep + drain window + drain timeout + 5 s."""
+    objs = render(overlay)
+    dep = find(objs, "Deployment", "roomcast-edge")
+    spec = dep["spec"]["template"]["spec"]
+    edge = spec["containers"][0]
+    config = next(o for o in objs if o["kind"] == "ConfigMap"
+                  and o["metadata"]["name"].startswith("roomcast-config"))
+    env = env_of(edge, config)
+    pre_stop = edge["lifecycle"]["preStop"]["sleep"]["seconds"]
+    needed = pre_stop + float(env["ROOMCAST_DRAIN_WINDOW"]) + float(env["ROOMCAST_DRAIN_TIMEOUT"])
+    assert spec["terminationGracePeriodSeconds"] >= needed + 5
+    nats = find(objs, "StatefulSet", "nats")["spec"]["template"]["spec"]
+    assert nats["terminationGracePeriodSeconds"] >= 30 + 10 + 5  # lame duck + its grace
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_hpa_targets_the_edge_deployment_on_cpu_and_connections(overlay):
+    """The HPA scales the edge Deployment on CPU and on the adapter's connections metric."""
+    objs = render(overlay)
+    hpa = find(objs, "HorizontalPodAutoscaler", "roomcast-edge")
+    ref = hpa["spec"]["scaleTargetRef"]
+    assert (ref["kind"], ref["name"]) == ("Deployment", "roomcast-edge")
+    find(objs, "Deployment", ref["name"])
+    kinds = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert kinds["Resource"]["resource"]["name"] == "cpu"
+    metric = kinds["Pods"]["pods"]["metric"]["name"]
+    adapter = yaml.safe_load((K8S / "prometheus-adapter" / "values.yaml").read_text())
+    assert metric in [r["name"]["as"] for r in adapter["rules"]["custom"]]
+    down = hpa["spec"]["behavior"]["scaleDown"]
+    assert down["stabilizationWindowSeconds"] >= 120 and down["selectPolicy"] == "Min"
+
+
+async def test_hpa_metric_and_probe_paths_are_served_by_a_real_node(nats3):
+    """A running node serves the probe paths on the configured port and exports the HPA metric."""
+    if KUBECTL is None:
+        pytest.skip("kubectl not installed")
+    objs = render(OVERLAYS[0])
+    edge = find(objs, "Deployment", "roomcast-edge")["spec"]["template"]["spec"]["containers"][0]
+    metric = next(m for m in find(objs, "HorizontalPodAutoscaler", "roomcast-edge")["spec"]
+                  ["metrics"] if m["type"] == "Pods")["pods"]["metric"]["name"]
+    ports = {p["name"]: p["containerPort"] for p in edge["ports"]}
+    config = next(o for o in objs if o["kind"] == "ConfigMap"
+                  and o["metadata"]["name"].startswith("roomcast-config"))
+    assert int(config["data"]["ROOMCAST_PORT"]) == ports["http"]
+    node = await start_node(nats3.urls)
+    try:
+        from tests.helpers import WsClient
+
+        c = await WsClient.connect(node.port, token("probe"))  # so connections is non-zero
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            get = edge[probe]["httpGet"]
+            assert get["port"] == "http"
+            status = await asyncio.to_thread(
+                lambda p=get["path"]: urllib.request.urlopen(
+                    f"http://127.0.0.1:{node.port}{p}", timeout=5).status)
+            assert status == 200, (probe, get["path"])
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(
+            f"http://127.0.0.1:{node.port}/metrics", timeout=5).read().decode())
+        assert f"{metric} 1.0" in body.splitlines()
+        await c.close()
+    finally:
+        await node.stop()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nats_cluster_wiring(overlay):
+    """Routes name every StatefulSet pod through the headless service; edges list all three."""
+    objs = render(overlay)
+    sts = find(objs, "StatefulSet", "nats")
+    headless = find(objs, "Service", sts["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    conf = next(o for o in objs if o["kind"] == "ConfigMap"
+                and o["metadata"]["name"].startswith("nats-config"))["data"]["nats.conf"]
+    for i in range(sts["spec"]["replicas"]):
+        assert f"nats-{i}.{headless['metadata']['name']}:6222" in conf
+    assert "include ./auth.conf" in conf
+    edge = find(objs, "Deployment", "roomcast-edge")["spec"]["template"]["spec"]["containers"][0]
+    url = next(e["value"] for e in edge["env"] if e["name"] == "ROOMCAST_NATS_URL")
+    assert url.count("roomcast-node:$(NATS_PASSWORD)@") == sts["spec"]["replicas"]
+    pvc = sts["spec"]["volumeClaimTemplates"][0]
+    assert pvc["spec"]["resources"]["requests"]["storage"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_edges_reach_nats(overlay):
+    """NetworkPolicy: NATS client port only from edge pods (or labelled NATS clients)."""
+    objs = render(overlay)
+    pol = find(objs, "NetworkPolicy", "nats")
+    client_rules = [r for r in pol["spec"]["ingress"]
+                    if any(p["port"] == 4222 for p in r.get("ports", []))]
+    assert len(client_rules) == 1
+    sources = [f["podSelector"]["matchLabels"] for f in client_rules[0]["from"]]
+    assert {"app.kubernetes.io/name": "roomcast-edge"} in sources
+    assert all(s for s in sources)  # no empty selector (= every pod)
+    for rule in pol["spec"]["ingress"]:
+        if not rule.get("from"):
+            assert [p["port"] for p in rule["ports"]] == [8222]
+
+
+def test_production_has_a_websocket_friendly_ingress_and_no_committed_secrets():
+    objs = render("production")
+    ing = find(objs, "Ingress", "roomcast")
+    ann = ing["metadata"]["annotations"]
+    assert int(ann["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    assert not [o for o in objs if o["kind"] == "Secret"]
