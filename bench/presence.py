@@ -86,7 +86,7 @@ async def admin_latency(cluster: Cluster, members: int, queries: int = 300) -> d
                           f"/ws?token={cluster.token(f'member{i}')}", on_frame)
         p.send_text(b'{"type":"join","room":"big.room"}')
         protos.append(p)
-    while joined < members:
+    while joined < members:  # noqa: ASYNC110 - counter fed by protocol callbacks
         await asyncio.sleep(0.05)
     nc = await nats.connect(cluster.nats_cluster.urls)
     for _ in range(100):  # wait until every node's view has all members

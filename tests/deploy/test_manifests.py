@@ -8,7 +8,16 @@ import urllib.request
 import pytest
 import yaml
 
-from tests.deploy.k8s import K8S, KUBECTL, OVERLAYS, VERSIONS, find, pod_specs, render, schema_errors
+from tests.deploy.k8s import (
+    K8S,
+    KUBECTL,
+    OVERLAYS,
+    VERSIONS,
+    find,
+    pod_specs,
+    render,
+    schema_errors,
+)
 from tests.helpers import start_node, token
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: cannot render "
