@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import random
@@ -14,6 +15,7 @@ import secrets
 import signal
 import time
 from http import HTTPStatus
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from roomcast.backplane.base import Backplane
@@ -207,8 +209,15 @@ class Node:
             body = self.metrics.render()
             return Response(200, "OK", Headers([("Content-Type", "text/plain; version=0.0.4"),
                                                 ("Content-Length", str(len(body)))]), body)
+        if path in STATIC:
+            return _static(path)
         if path != WS_PATH:
             return _text(HTTPStatus.NOT_FOUND, "not found\n")
+        origin = request.headers.get("Origin")
+        if origin is not None and not origin_allowed(origin, request.headers.get("Host", ""),
+                                                     self.config.allowed_origins):
+            self.metrics.auth_failures.inc()
+            return _text(HTTPStatus.FORBIDDEN, "origin not allowed\n")
         if self.draining:
             return _text(HTTPStatus.SERVICE_UNAVAILABLE, "node draining\n")
         limit = self.config.max_connections
@@ -259,6 +268,44 @@ def _text(status: HTTPStatus, text: str, extra: list[tuple[str, str]] | None = N
     headers = Headers([("Content-Type", "text/plain; charset=utf-8"),
                        ("Content-Length", str(len(body))), *(extra or [])])
     return Response(status.value, status.phrase, headers, body)
+
+
+_STATIC_DIR = Path(__file__).parent / "static"
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/roomcast.js": ("roomcast.js", "text/javascript; charset=utf-8"),
+    "/demo.js": ("demo.js", "text/javascript; charset=utf-8"),
+}
+
+
+@functools.cache
+def _static_body(name: str) -> bytes:
+    return (_STATIC_DIR / name).read_bytes()
+
+
+def _static(path: str) -> Response:
+    name, ctype = STATIC[path]
+    body = _static_body(name)
+    return Response(200, "OK", Headers([("Content-Type", ctype),
+                                        ("Content-Length", str(len(body))),
+                                        ("Cache-Control", "no-cache"),
+                                        ("X-Content-Type-Options", "nosniff")]), body)
+
+
+LOCALHOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
+    """Browsers send Origin; accept our own origin, the configured ones, and — when none are
+    configured — any origin on localhost (development)."""
+    parts = urlsplit(origin)
+    if parts.netloc and parts.netloc == host:
+        return True  # same origin: the page was served by this node
+    if "*" in allowed or origin in allowed:
+        return True
+    return not allowed and parts.hostname is not None and (
+        parts.hostname in LOCALHOSTS or f"[{parts.hostname}]" in LOCALHOSTS)
 
 
 def _token_from(request: Request, query: str) -> str | None:

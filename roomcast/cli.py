@@ -83,6 +83,9 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
           help="seconds without heartbeat before a node's connections are removed (<= 10)")
     _flag(p, "--presence-list-max", type=int, default=100,
           help="joined lists members up to this many users, else counts only")
+    _flag(p, "--allowed-origins", default="",
+          help="origins allowed to open WebSockets besides the node's own, comma-separated "
+               "('*': any; empty: localhost only)")
     _flag(p, "--log-level", default="info", help="debug, info, warning, error")
     _flag(p, "--log-format", default="json", help="json or text")
 
@@ -129,6 +132,7 @@ def node_config_from(args: argparse.Namespace):
                                 timeout=float(args.presence_timeout),
                                 list_max=int(args.presence_list_max))
         if _bool(args.presence) else None,
+        allowed_origins=tuple(o.strip() for o in args.allowed_origins.split(",") if o.strip()),
     )
 
 

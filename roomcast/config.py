@@ -48,6 +48,9 @@ class NodeConfig:
             the previous one listed during a rotation). Empty: derived from an HMAC JWT key.
         resume_ttl: seconds a resume token stays valid.
         presence: presence settings; None turns presence off.
+        allowed_origins: origins (``https://app.example.com``) whose pages may open WebSockets,
+            besides the node's own origin; ``*`` allows any. Empty: localhost origins only
+            (development). Clients that send no Origin (non-browsers) are not affected.
     """
 
     auth: AuthConfig
@@ -71,6 +74,7 @@ class NodeConfig:
     resume_keys: tuple[str, ...] = ()
     resume_ttl: float = 300.0
     presence: PresenceConfig | None = field(default_factory=PresenceConfig)
+    allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         checks = [

@@ -163,6 +163,11 @@ def run_dev(*, nodes: int = 2, nats: int = 3, port: int = 8765, host: str = "127
         print(f"  NATS ({nats} servers, JetStream): {', '.join(cluster.urls)}")
         for n in started:
             print(f"  {n.node_id}: {n.url}   (health {n.http}/healthz, metrics {n.http}/metrics)")
+        nodes_param = ",".join(n.url for n in started)
+        print(f"\n  demo page (user 'dev'):\n    {started[0].http}/?token={token}&room=lobby"
+              f"&nodes={nodes_param}")
+        print(f"  demo page (user 'dev2'):\n    {started[-1].http}/?token={token2}&room=lobby"
+              f"&nodes={','.join(reversed([n.url for n in started]))}")
         print(f"\n  dev token (user 'dev', 24 h, all rooms):\n    {token}")
         print(f"  second user ('dev2'):\n    {token2}")
         print(f"\n  try:  .venv/bin/python -m websockets '{started[0].url}?token={token}'")

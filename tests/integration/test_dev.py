@@ -58,6 +58,8 @@ async def test_dev_cluster_serves_and_stops_without_orphans():
         assert len(re.findall(r"nats://127\.0\.0\.1:\d+", nats_line)) == 3
         assert "roomcast admin rooms --nats-url nats://" in text
         tok = re.search(r"dev token.*\n\s+(\S+)", text).group(1)
+        page = re.search(r"demo page \(user 'dev'\):\n\s+(\S+)", text).group(1)
+        assert page.startswith(f"http://127.0.0.1:{urls[0]}/?token={tok}&room=lobby&nodes=ws://")
         kids = children_of(proc.pid)
         assert len(kids) == 5, kids  # 3 nats-server + 2 nodes
 

@@ -1,0 +1,107 @@
+"""The demo page and roomcast.js in a real headless Chromium (Debian's package, driven by
+Playwright with executable_path: no browser is downloaded)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from roomcast.dev import NodeProcess
+from roomcast.natsserver import free_port
+from tests.helpers import KEY, UNIT, room_name, start_node, token
+
+CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium",
+                             shutil.which("chromium-browser")) if p and Path(p).exists()), None)
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
+try:
+    from playwright.async_api import async_playwright
+except ImportError:  # pragma: no cover - a dev dependency
+    async_playwright = None
+
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (Debian package "
+                                                "'chromium'; .ci/run installs it as root)"),
+    pytest.mark.skipif(async_playwright is None, reason="playwright not installed"),
+]
+
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage"]
+
+
+async def texts(page, selector: str, attr: str | None = None) -> list[str]:
+    if attr:
+        return await page.eval_on_selector_all(selector, f"els => els.map(e => e.dataset.{attr})")
+    return await page.eval_on_selector_all(selector, "els => els.map(e => e.textContent)")
+
+
+async def wait_js(page, expr: str, timeout: float = 20 * UNIT) -> None:
+    await page.wait_for_function(expr, timeout=timeout * 1000)
+
+
+async def test_two_pages_chat_see_each_other_and_resume_after_kill_9(nats3):
+    """Pages on two nodes chat and see each other; page 1's node is killed; everything page 2
+    sent meanwhile appears on page 1 after it resumes, in order, once."""
+    port_a = free_port()
+    node_a = NodeProcess("node-a", "127.0.0.1", port_a, nats3.urls, KEY, 3,
+                         {"ROOMCAST_LOG_LEVEL": "warning"})
+    node_b = await start_node(nats3.urls, node_id="node-b")
+    room = room_name("demo")
+    ws_a, ws_b = f"ws://127.0.0.1:{port_a}/ws", f"ws://127.0.0.1:{node_b.port}/ws"
+    try:
+        await asyncio.to_thread(node_a.wait_ready)
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            try:
+                page1 = await browser.new_page(viewport={"width": 1000, "height": 640})
+                page2 = await browser.new_page(viewport={"width": 1000, "height": 640})
+                await page1.goto(f"http://127.0.0.1:{port_a}/?token={token('alice')}"
+                                 f"&room={room}&nodes={ws_a},{ws_b}")
+                await page2.goto(f"http://127.0.0.1:{node_b.port}/?token={token('bob')}"
+                                 f"&room={room}&nodes={ws_b}")
+                for page, node in ((page1, "node-a"), (page2, "node-b")):
+                    await wait_js(page, "document.getElementById('state').textContent"
+                                        " === 'connected'")
+                    assert await page.text_content("#node") == node
+                for page in (page1, page2):
+                    await wait_js(page, "document.querySelectorAll('#members li').length === 2")
+                    assert await texts(page, "#members li", "user") == ["alice", "bob"]
+
+                async def say(page, text: str) -> None:
+                    await page.fill("#text", text)
+                    await page.click("#send")
+
+                await say(page2, "hello from bob")
+                await say(page1, "hi bob, alice here")
+                for page in (page1, page2):
+                    await wait_js(page, "document.querySelectorAll('#messages li').length === 2")
+                ARTIFACTS.mkdir(exist_ok=True)
+                await page1.screenshot(path=str(ARTIFACTS / "demo-page.png"))
+
+                node_a.proc.send_signal(signal.SIGKILL)  # page 1's node dies
+                for i in range(5):
+                    await say(page2, f"while you were away {i}")
+                await wait_js(page2, "document.querySelectorAll('#messages li').length === 7")
+                await wait_js(page1, "document.getElementById('node').textContent === 'node-b'"
+                                     " && document.getElementById('state').textContent"
+                                     " === 'connected'", timeout=30 * UNIT)
+                await wait_js(page1, "document.querySelectorAll('#messages li').length >= 7")
+                await asyncio.sleep(0.5)
+                seqs1 = [int(s) for s in await texts(page1, "#messages li", "seq")]
+                seqs2 = [int(s) for s in await texts(page2, "#messages li", "seq")]
+                assert seqs1 == seqs2, (seqs1, seqs2)
+                assert seqs1 == sorted(set(seqs1))
+                body1 = await texts(page1, "#messages li .text")
+                assert body1[2:] == [f"while you were away {i}" for i in range(5)]
+                assert await page1.get_attribute("#resume", "data-recovered") == "true"
+                await page1.screenshot(path=str(ARTIFACTS / "demo-page-resumed.png"))
+                assert (ARTIFACTS / "demo-page.png").stat().st_size > 10_000
+            finally:
+                await browser.close()
+    finally:
+        node_a.stop()
+        await node_b.stop()
