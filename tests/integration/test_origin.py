@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import websockets
-
 from roomcast.node.server import origin_allowed
+
 from tests.helpers import start_node, token
 
 
