@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import pytest_asyncio
 from hypothesis import settings
 
 from roomcast.natsserver import NatsCluster
@@ -27,3 +28,15 @@ def nats1():
     """A single JetStream server for one test."""
     with NatsCluster(1) as cluster:
         yield cluster
+
+
+@pytest_asyncio.fixture
+async def nodes(nats3):
+    """Two in-process edge nodes, ``node-a`` and ``node-b``, on the module's cluster."""
+    from tests.helpers import start_node
+
+    a = await start_node(nats3.urls, node_id="node-a")
+    b = await start_node(nats3.urls, node_id="node-b")
+    yield a, b
+    await a.stop()
+    await b.stop()

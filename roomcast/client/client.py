@@ -17,20 +17,19 @@ were not acknowledged yet with the same message id, so each is stored exactly on
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
 import json
 import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from roomcast.backoff import backoff_delays
+from roomcast.client.model import Message, State, Verdict, _Lost, _Publish, _Room, judge, retryable
 from roomcast.errors import (
     AuthenticationFailed,
     ClientClosed,
@@ -42,51 +41,6 @@ from roomcast.errors import (
 log = logging.getLogger("roomcast.client")
 
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
-
-
-class State(enum.Enum):
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A room message (``docs/protocol.md`` §4.5)."""
-
-    room: str
-    seq: int
-    prev: int | None
-    sender: str
-    ts: int
-    id: str | None
-    data: Any
-
-
-@dataclass
-class _Room:
-    position: int | None = None  # last seq received (or joined at); None: nothing yet
-    waiters: list[asyncio.Future] = field(default_factory=list)
-    repairing: bool = False
-
-
-@dataclass
-class _Publish:
-    room: str
-    data: str  # JSON text of the value
-    id: str
-    future: asyncio.Future
-    sent_on: int = -1  # session number it was last sent on
-
-
-class _Lost(Exception):
-    """The connection went away while a request was outstanding (internal)."""
-
-
-def retryable(close_code: int | None) -> bool:
-    """Whether to reconnect after the server closed with ``close_code`` (§6)."""
-    return close_code is None or close_code < 4500
 
 
 class Client:
@@ -441,11 +395,11 @@ class Client:
         if state is None:
             return
         seq, prev = f["seq"], f["prev"]
-        pos = state.position
-        if pos is not None and seq <= pos:
-            return  # duplicate
-        if pos is not None and prev is not None and prev != pos:
-            # Gap: drop this one, ask for everything after our position (once at a time).
+        verdict = judge(state.position, seq, prev)
+        if verdict is Verdict.DUPLICATE:
+            return
+        if verdict is Verdict.GAP:
+            # Drop this one, ask for everything after our position (once at a time).
             if not state.repairing:
                 state.repairing = True
                 asyncio.get_running_loop().create_task(self._repair(room, state))

@@ -6,18 +6,8 @@ import asyncio
 import json
 
 import pytest
-import pytest_asyncio
 
 from tests.helpers import UNIT, WsClient, assert_chain, room_name, start_node
-
-
-@pytest_asyncio.fixture
-async def nodes(nats3):
-    a = await start_node(nats3.urls, node_id="node-a")
-    b = await start_node(nats3.urls, node_id="node-b")
-    yield a, b
-    await a.stop()
-    await b.stop()
 
 
 async def test_cross_node_delivery_same_seq(nodes):

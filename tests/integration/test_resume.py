@@ -7,7 +7,6 @@ import signal
 import time
 
 import pytest
-import pytest_asyncio
 
 from roomcast.client import connect
 from roomcast.dev import NodeProcess
@@ -30,15 +29,6 @@ from tests.helpers import (
 
 def ws_url(port: int) -> str:
     return f"ws://127.0.0.1:{port}/ws"
-
-
-@pytest_asyncio.fixture
-async def nodes(nats3):
-    a = await start_node(nats3.urls, node_id="node-a")
-    b = await start_node(nats3.urls, node_id="node-b")
-    yield a, b
-    await a.stop()
-    await b.stop()
 
 
 def client(urls, tok, **kw):

@@ -48,3 +48,18 @@ def test_argument_validation():
         Client([], "t")
     with pytest.raises(ValueError):
         Client("ws://x", "t", backoff_cap=60)
+
+
+@pytest.mark.parametrize("position,seq,prev,verdict", [
+    (None, 5, 3, "deliver"),  # nothing received yet: accept whatever comes first
+    (5, 6, 5, "deliver"),
+    (5, 5, 4, "duplicate"),
+    (5, 3, 2, "duplicate"),
+    (5, 9, 7, "gap"),
+    (5, 9, None, "deliver"),  # prev unknown (history window exceeded): accept
+])
+def test_judge(position, seq, prev, verdict):
+    """The dedupe/gap rule shared by the Python and browser clients."""
+    from roomcast.client.model import judge
+
+    assert judge(position, seq, prev).value == verdict
