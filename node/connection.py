@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from roomcast.node.peer import Close, DoJoin, DoLeave, DoPublish, DoResume, Peer, Send
+from roomcast.node.wire import text_frame
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -30,7 +31,8 @@ log = logging.getLogger("roomcast.node.connection")
 
 
 class Connection:
-    __slots__ = ("ws", "peer", "node", "_closing", "_limit", "_inflight", "__weakref__")
+    __slots__ = ("ws", "peer", "node", "_closing", "_limit", "_inflight", "_out", "_out_bytes",
+                 "_direct", "__weakref__")
 
     def __init__(self, ws: ServerConnection, peer: Peer, node: Node) -> None:
         self.ws = ws
@@ -39,26 +41,54 @@ class Connection:
         self._closing = False
         self._limit = node.config.send_buffer_limit
         self._inflight: set[asyncio.Task] = set()
+        self._out: list[bytes] | None = None  # frames of this loop iteration, not yet written
+        self._out_bytes = 0
+        self._direct = not node.config.compression  # pre-framed writes need no compression
 
     # -- the write seam (rooms.Member) -----------------------------------------------
 
-    def send_frame(self, frame: bytes) -> bool:
-        """Write one text frame now, without awaiting; False if the connection is gone."""
+    def send_frame(self, frame: bytes, wire: bytes | None = None) -> bool:
+        """Queue one text frame (``frame`` is its JSON payload, ``wire`` the same already
+        framed, when the caller built it once for many members); False if the connection is
+        gone. Frames queued during one event-loop iteration are written with one call at its
+        end (:meth:`flush`), in order: no timer, so no added delay."""
         if self._closing:
             return False
         ws = self.ws
         if ws.protocol.state is not State.OPEN:
             return False
-        if ws.transport.get_write_buffer_size() > self._limit:
+        if not self._direct:
+            try:
+                ws.protocol.send_text(frame)
+                ws.send_data()
+            except Exception:  # noqa: BLE001 - transport failed; the read loop sees the close
+                self._closing = True
+                return False
+            return True
+        if wire is None:
+            wire = text_frame(frame)
+        out = self._out
+        if out is None:
+            self._out = [wire]
+            self.node.mark_dirty(self)
+        else:
+            out.append(wire)
+        self._out_bytes += len(wire)
+        if self._out_bytes + ws.transport.get_write_buffer_size() > self._limit:
             self.overflow()
             return False
+        return True
+
+    def flush(self) -> None:
+        """Write what this iteration queued, in one call."""
+        out, self._out = self._out, None
+        self._out_bytes = 0
+        if not out or self.ws.protocol.state is not State.OPEN:
+            return
         try:
-            ws.protocol.send_text(frame)
-            ws.send_data()
+            self.ws.transport.write(out[0] if len(out) == 1 else b"".join(out))
         except Exception:  # noqa: BLE001 - transport failed; the read loop sees the close
             self._closing = True
-            return False
-        return True
 
     def overflow(self) -> None:
         if not self._closing:
@@ -66,6 +96,7 @@ class Connection:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     async def drain(self) -> None:
+        self.flush()
         if self.ws.transport.get_write_buffer_size() > self._limit // 2:
             await self.ws.drain()
 
@@ -80,6 +111,9 @@ class Connection:
         """Start closing with ``code``; nothing more is written to the client."""
         if self._closing:
             return
+        if code is not CloseCode.SLOW_CONSUMER:
+            self.flush()  # what was queued goes out before the close frame
+        self._out = None
         self._closing = True
         self.node.metrics.closes.labels(code=str(int(code))).inc()
         self.node.spawn(self.ws.close(int(code), reason))

@@ -23,6 +23,7 @@ from typing import Protocol
 import msgspec
 from roomcast.backplane.base import Backplane, RoomMessage
 from roomcast.node.metrics import NodeMetrics
+from roomcast.node.wire import text_frame
 
 from roomcast import protocol as p
 
@@ -35,8 +36,9 @@ REPAIR_DELAY = 0.05
 class Member(Protocol):
     """A local recipient (a client connection)."""
 
-    def send_frame(self, frame: bytes) -> bool:
-        """Queue ``frame`` without waiting; False if the member is gone."""
+    def send_frame(self, frame: bytes, wire: bytes | None = None) -> bool:
+        """Queue ``frame`` (``wire``: the same, WebSocket-framed) without waiting; False if
+        the member is gone."""
         ...
 
     def overflow(self) -> None:
@@ -161,9 +163,10 @@ class RoomRegistry:
     def _deliver(self, room: Room, seq: int, prev: int | None, body: bytes) -> None:
         room.last_seq = seq
         frame = p.message_frame(room.name_json, seq, prev, body)
+        wire = text_frame(frame)  # the same bytes for every member: frame once per node
         sent = 0
         for member in room.members:
-            if member.send_frame(frame):
+            if member.send_frame(frame, wire):
                 sent += 1
         for member, buf in room.catching.items():
             buf.append((seq, prev, frame))

@@ -63,6 +63,7 @@ class Node:
         self._admin: AdminService | None = None
         self.connections: dict[Connection, None] = {}
         self.by_conn_id: dict[str, Connection] = {}
+        self._dirty: list[Connection] = []
         self.draining = False
         self._server: Server | None = None
         self._port = config.port
@@ -187,6 +188,17 @@ class Node:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def mark_dirty(self, conn: Connection) -> None:
+        """``conn`` queued frames this iteration: flush every such connection at its end."""
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._dirty.append(conn)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
 
     def spawn(self, coro, *, inflight: bool = False) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)

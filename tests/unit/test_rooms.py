@@ -16,7 +16,7 @@ class FakeMember:
         self.frames: list[bytes] = []
         self.overflowed = False
 
-    def send_frame(self, frame: bytes) -> bool:
+    def send_frame(self, frame: bytes, wire: bytes | None = None) -> bool:
         self.frames.append(frame)
         return True
 
