@@ -95,10 +95,13 @@ class Connection:
             self.node.metrics.slow_consumers.inc()
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
 
+    def needs_drain(self) -> bool:
+        return self._out_bytes + self.ws.transport.get_write_buffer_size() > self._limit // 4
+
     async def drain(self) -> None:
         self.flush()
-        if self.ws.transport.get_write_buffer_size() > self._limit // 2:
-            await self.ws.drain()
+        if not self._closing:
+            await self.ws.drain()  # returns at once unless the transport paused writing
 
     def leave_presence(self) -> None:
         """Remove this connection from presence in every room (idempotent)."""

@@ -45,8 +45,12 @@ class Member(Protocol):
         """The member fell too far behind; close it so it resumes later."""
         ...
 
+    def needs_drain(self) -> bool:
+        """Whether a replay should wait (:meth:`drain`) before queueing more."""
+        ...
+
     async def drain(self) -> None:
-        """Wait until the member's send buffer is low (backpressure for replays)."""
+        """Write what is queued and wait until the send buffer is low (replay backpressure)."""
         ...
 
 
@@ -241,7 +245,7 @@ class RoomRegistry:
                 raise ConnectionError("member gone during replay")
             replayed += 1
             last = seq
-            if replayed % 64 == 0:
+            if member.needs_drain():  # by bytes: a replay must never trip the slow-consumer cut
                 await member.drain()
         if recovered is None:
             # Nothing after ``since`` is retained: recovered iff nothing after it was stored.
@@ -265,6 +269,8 @@ class RoomRegistry:
                         member.send_frame(p.message_frame(room.name_json, s, pv, body))
                         replayed += 1
                         last = s
+                        if member.needs_drain():
+                            await member.drain()
                 member.send_frame(frame)
                 last = seq
         room.catching.pop(member, None)

@@ -23,6 +23,9 @@ class FakeMember:
     def overflow(self) -> None:
         self.overflowed = True
 
+    def needs_drain(self) -> bool:
+        return len(self.frames) % 7 == 0
+
     async def drain(self) -> None:
         await asyncio.sleep(0)
 
