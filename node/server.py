@@ -257,6 +257,10 @@ class Node:
 
     async def _handle(self, ws: ServerConnection) -> None:
         identity = ws.roomcast_identity
+        # The handshake is over: do not keep its response (headers) alive for the life of the
+        # connection (websockets needs the request; docs/performance.md).
+        ws.response = None
+        ws.roomcast_identity = None
         conn_id = f"{self.instance}.{next(self._ids)}"
         peer = Peer(identity, conn_id, self.limits, asyncio.get_running_loop().time())
         conn = Connection(ws, peer, self)
