@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.pingpong
 	$(BIN)/python -m bench.storm
 	$(BIN)/python -m bench.presence
+	$(BIN)/python -m bench.idle
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
