@@ -14,8 +14,9 @@ import argparse
 import asyncio
 import time
 
-from bench.harness import cpu_seconds, machine, percentile
 from roomcast.backplane.nats import NatsBackplane, NatsConfig
+
+from bench.harness import cpu_seconds, machine, percentile
 from roomcast.natsserver import NatsCluster
 
 
