@@ -36,7 +36,7 @@ async def run(rates: list[int], replicas: int) -> None:
         for rate in rates:
             acks: list[float] = []
 
-            async def one(i: int, rate: int = rate) -> tuple[int, float]:
+            async def one(i: int, rate: int = rate, acks: list[float] = acks) -> tuple[int, float]:
                 t = time.perf_counter()
                 r = await pub.publish("js-bench", b'{"x":1}', f"{rate}-{i}")
                 acks.append(time.perf_counter() - t)
