@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import struct
 import time
 from typing import TYPE_CHECKING
 
@@ -32,7 +34,7 @@ log = logging.getLogger("roomcast.node.connection")
 
 class Connection:
     __slots__ = ("ws", "peer", "node", "_closing", "_limit", "_inflight", "_out", "_out_bytes",
-                 "_direct", "__weakref__")
+                 "_direct", "_pong", "_ping_at", "__weakref__")
 
     def __init__(self, ws: ServerConnection, peer: Peer, node: Node) -> None:
         self.ws = ws
@@ -44,6 +46,8 @@ class Connection:
         self._out: list[bytes] | None = None  # frames of this loop iteration, not yet written
         self._out_bytes = 0
         self._direct = not node.config.compression  # pre-framed writes need no compression
+        self._pong: asyncio.Future | None = None  # keepalive: the pong we wait for
+        self._ping_at = 0.0
 
     # -- the write seam (rooms.Member) -----------------------------------------------
 
@@ -102,6 +106,29 @@ class Connection:
         self.flush()
         if not self._closing:
             await self.ws.drain()  # returns at once unless the transport paused writing
+
+    def keepalive(self, now: float, timeout: float) -> None:
+        """Called by the node's keepalive sweep: close if the last ping went unanswered for
+        ``timeout`` seconds, else send a new one. Pongs are matched by websockets
+        (``pending_pings``), as for its own pings; one sweep replaces a task per connection."""
+        ws = self.ws
+        if self._closing or ws.protocol.state is not State.OPEN:
+            return
+        if self._pong is not None and not self._pong.done():
+            if now - self._ping_at > timeout:
+                self.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            return
+        data = struct.pack("!I", random.getrandbits(32))
+        while data in ws.pending_pings:
+            data = struct.pack("!I", random.getrandbits(32))
+        self._pong = ws.loop.create_future()
+        self._ping_at = now
+        ws.pending_pings[data] = (self._pong, now)
+        try:
+            ws.protocol.send_ping(data)
+            ws.send_data()
+        except Exception:  # noqa: BLE001 - transport failed; the read loop sees the close
+            self._closing = True
 
     def leave_presence(self) -> None:
         """Remove this connection from presence in every room (idempotent)."""

@@ -64,6 +64,7 @@ class Node:
         self.connections: dict[Connection, None] = {}
         self.by_conn_id: dict[str, Connection] = {}
         self._dirty: list[Connection] = []
+        self._keepalive_task: asyncio.Task | None = None
         self.draining = False
         self._server: Server | None = None
         self._port = config.port
@@ -96,13 +97,16 @@ class Node:
             process_request=self._process_request,
             max_size=cfg.max_frame,
             compression="deflate" if cfg.compression else None,
-            ping_interval=cfg.ping_interval,
-            ping_timeout=cfg.ping_timeout,
+            ping_interval=None,  # one node-wide sweep instead of a task per connection
+            ping_timeout=None,
             max_queue=16,
             close_timeout=CLOSE_TIMEOUT,
             server_header="roomcast",
         )
         self._port = self._server.sockets[0].getsockname()[1]
+        if cfg.ping_interval:
+            self._keepalive_task = self.spawn(
+                self._keepalive(cfg.ping_interval, cfg.ping_timeout or cfg.ping_interval))
         log.info("node listening", extra={"port": self._port, "ws_path": WS_PATH})
 
     @property
@@ -116,6 +120,8 @@ class Node:
             return
         self.draining = True
         self.metrics.draining.set(1)
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
         log.info("draining", extra={"connections": len(self.connections)})
         # Keep listening while draining: /readyz answers 503 "draining", /metrics shows the
         # drain, and new upgrades get 503 (see _process_request). The listener closes last.
@@ -188,6 +194,16 @@ class Node:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def _keepalive(self, interval: float, timeout: float) -> None:
+        """Ping every connection each ``interval``; close those silent for ``timeout``."""
+        loop = asyncio.get_running_loop()
+        while not self.draining:
+            await asyncio.sleep(interval)
+            for i, conn in enumerate(list(self.connections)):
+                conn.keepalive(loop.time(), timeout)
+                if i % 1000 == 999:
+                    await asyncio.sleep(0)  # let other work run during a large sweep
 
     def mark_dirty(self, conn: Connection) -> None:
         """``conn`` queued frames this iteration: flush every such connection at its end."""
