@@ -195,13 +195,13 @@ class Node:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _keepalive(self, interval: float, timeout: float) -> None:
-        """Ping every connection each ``interval``; close those silent for ``timeout``."""
+    async def _keepalive(self, interval: float, silence: float) -> None:
+        """Ping every connection each ``interval``; close those silent for ``silence``."""
         loop = asyncio.get_running_loop()
         while not self.draining:
             await asyncio.sleep(interval)
             for i, conn in enumerate(list(self.connections)):
-                conn.keepalive(loop.time(), timeout)
+                conn.keepalive(loop.time(), silence)
                 if i % 1000 == 999:
                     await asyncio.sleep(0)  # let other work run during a large sweep
 
