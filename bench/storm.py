@@ -22,7 +22,8 @@ from roomcast.client import State, connect
 
 
 async def run(args) -> dict:
-    with Cluster(nodes=3, nats=3, env={"ROOMCAST_LOG_LEVEL": "error"}) as cluster:
+    env = {"ROOMCAST_LOG_LEVEL": "error", **dict(e.split("=", 1) for e in args.env)}
+    with Cluster(nodes=3, nats=3, env=env) as cluster:
         n1, n2, n3 = cluster.node_procs
         urls = [[n1.url, n2.url, n3.url], [n1.url, n3.url, n2.url]]
         tok = cluster.token("storm")
@@ -113,12 +114,13 @@ def main() -> None:
     ap.add_argument("--rooms", type=int, default=20)
     ap.add_argument("--rate", type=float, default=10.0, help="messages/s per room")
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--env", nargs="*", default=[], help="NAME=VALUE settings for the nodes")
     args = ap.parse_args()
     import uvloop
 
     r = uvloop.run(run(args))
     print(f"# reconnect storm: {r['clients']} clients on the killed node, {args.rooms} rooms, "
-          f"{args.rate:g} msg/s per room; {machine()}")
+          f"{args.rate:g} msg/s per room {args.env or ''}; {machine()}")
     print("| clients | resumed | resume p50 s | all resumed s | delivering again | "
           "delivering p50 s | all delivering s | published | lost | duplicates |")
     print("|---|---|---|---|---|---|---|---|---|---|")
