@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.pingpong
 	$(BIN)/python -m bench.storm
+	$(BIN)/python -m bench.storm_raw
 	$(BIN)/python -m bench.presence
 	$(BIN)/python -m bench.idle
 

@@ -102,6 +102,9 @@ class Node:
             max_queue=16,
             close_timeout=CLOSE_TIMEOUT,
             server_header="roomcast",
+            # A reconnect storm sends thousands of connects at once; with the default backlog
+            # (100) the kernel drops SYNs and clients wait out TCP's 1-3-7-15 s retries.
+            backlog=cfg.listen_backlog,
         )
         self._port = self._server.sockets[0].getsockname()[1]
         if cfg.ping_interval:

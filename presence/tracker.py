@@ -31,6 +31,10 @@ from roomcast.errors import ConfigError
 
 log = logging.getLogger("roomcast.presence")
 
+#: Seconds after which the survivors that are not first re-store a dead node's leave events
+#: (deduplicated by JetStream within its 120 s window).
+SAFETY_NET_DELAY = 15.0
+
 
 @dataclass(frozen=True)
 class PresenceConfig:
@@ -340,11 +344,21 @@ class PresenceTracker:
             left_users = {(t.room, t.user) for t in trans}
             log.warning("node %s (%s) silent for %.1fs: removed %d connections", peer.node,
                         origin, now - peer.last_seen, len(gone))
-            for c in gone:
-                self._store_event(Op.LEAVE, c, False, (c.room, c.user) in left_users,
-                                  "node_down", f"down:{c.room}:{c.conn}")
+            # Every survivor stores the dead node's leave events under the same message ids
+            # (JetStream keeps one of each). The first survivor in instance order does it now;
+            # the others only later, as a safety net in case it died too, so a crash does not
+            # multiply the load on JetStream while clients are resuming.
+            first = min([self.instance, *self.peers]) == self.instance
+            events = [(c, (c.room, c.user) in left_users) for c in gone]
+            self._spawn(self._store_down_events(events, 0.0 if first else SAFETY_NET_DELAY))
             if trans:
                 self._on_transitions(trans)
+
+    async def _store_down_events(self, events: list[tuple[Conn, bool]], delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        for c, last in events:
+            self._store_event(Op.LEAVE, c, False, last, "node_down", f"down:{c.room}:{c.conn}")
 
     def live_nodes(self) -> dict[str, dict]:
         now = time.monotonic()

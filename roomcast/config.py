@@ -41,6 +41,8 @@ class NodeConfig:
         compression: permessage-deflate on or off (off costs less CPU and memory).
         history_page: messages read from JetStream per history request.
         max_connections: refuse upgrades beyond this many (503); 0 for no limit.
+        listen_backlog: pending TCP connections the kernel queues (capped by
+            ``net.core.somaxconn``); large, so a reconnect storm is not slowed by SYN retries.
         drain_window: seconds over which a draining node spreads its clients' closes (so
             they do not all reconnect to the other nodes in the same instant).
         drain_timeout: seconds a draining node then waits for in-flight publishes.
@@ -69,6 +71,7 @@ class NodeConfig:
     compression: bool = False
     history_page: int = 256
     max_connections: int = 0
+    listen_backlog: int = 4096
     drain_window: float = 5.0
     drain_timeout: float = 10.0
     resume_keys: tuple[str, ...] = ()
@@ -87,6 +90,7 @@ class NodeConfig:
             ("send_buffer_limit", self.send_buffer_limit >= 64 * 1024, "must be >= 65536"),
             ("history_page", 1 <= self.history_page <= 10_000, "must be 1..10000"),
             ("max_connections", self.max_connections >= 0, "must be >= 0"),
+            ("listen_backlog", self.listen_backlog >= 1, "must be >= 1"),
             ("drain_timeout", self.drain_timeout >= 0, "must be >= 0"),
             ("drain_window", self.drain_window >= 0, "must be >= 0"),
             ("resume_ttl", self.resume_ttl > 0, "must be > 0"),

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from bench.drill import run_drill
 
 CLIENTS = 300 if os.environ.get("ROOMCAST_SLOW") else 150
 
 
+@pytest.mark.slow
 async def test_scale_out_then_drain_loses_nothing():
     """New clients land on the added node; the SIGTERM'd node's clients all resume elsewhere
     with zero loss and no duplicates; it exits 0; its metrics showed the drain."""
