@@ -33,6 +33,7 @@ export class RoomcastError extends Error {
 }
 
 const LOST = Symbol("connection lost");
+const TEMPORARY = new Set(["rate_limited", "publish_failed", "unavailable", "internal"]);
 
 function uuid() {
   if (globalThis.crypto && crypto.randomUUID) return crypto.randomUUID().replace(/-/g, "");
@@ -252,6 +253,10 @@ export class RoomcastClient extends EventTarget {
     for (const [room, outcome] of Object.entries(resumed)) {
       const state = this.rooms.get(room);
       if (!state) continue;
+      if (outcome.error && TEMPORARY.has(outcome.error)) {
+        delete resumed[room]; // re-joined below, and retried later if need be
+        continue;
+      }
       if (outcome.error) {
         this.rooms.delete(room);
         for (const w of state.waiters) w.reject(new RoomcastError(outcome.error, "resume refused", { room }));
@@ -413,14 +418,26 @@ export class RoomcastClient extends EventTarget {
       }
       return;
     }
-    if (req.kind === "join" && !err.temporary) {
+    if (req.kind === "join") {
       const state = this.rooms.get(req.key);
-      if (state) {
+      if (state && err.temporary) {
+        this._rejoinLater(req.key, this.session, 0); // the room stays wanted
+      } else if (state) {
         this.rooms.delete(req.key);
         for (const w of state.waiters) w.reject(err);
       }
     }
     req.reject(err);
+  }
+
+  _rejoinLater(room, session, attempt) {
+    setTimeout(() => {
+      const state = this.rooms.get(room);
+      if (!state || session !== this.session || this.closed || !this.ready) return;
+      this._sendJoin(room, state).catch((e) => {
+        if (e instanceof RoomcastError && e.temporary) this._rejoinLater(room, session, attempt + 1);
+      });
+    }, backoffDelay(attempt, 500, 10000));
   }
 
   // -- helpers ------------------------------------------------------------------------

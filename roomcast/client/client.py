@@ -29,7 +29,17 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from roomcast.backoff import backoff_delays
-from roomcast.client.model import Message, State, Verdict, _Lost, _Publish, _Room, judge, retryable
+from roomcast.client.model import (
+    TEMPORARY_CODES,
+    Message,
+    State,
+    Verdict,
+    _Lost,
+    _Publish,
+    _Room,
+    judge,
+    retryable,
+)
 from roomcast.errors import (
     AuthenticationFailed,
     ClientClosed,
@@ -301,11 +311,14 @@ class Client:
                 resumed = reply["rooms"]
             except RequestRejected as exc:
                 log.info("resume refused (%s); re-joining rooms one by one", exc.message)
-        for room, outcome in resumed.items():
+        for room, outcome in list(resumed.items()):
             state = self._rooms.get(room)
             if state is None:
                 continue
             if "error" in outcome:
+                if outcome["error"] in TEMPORARY_CODES:
+                    del resumed[room]  # re-joined below, and later again if need be
+                    continue
                 self._rooms.pop(room, None)
                 self._fail_waiters(state, RequestRejected(outcome["error"], "resume refused",
                                                           room=room))
@@ -316,9 +329,25 @@ class Client:
                 try:
                     reply = await self._send_join(room, state)
                 except RequestRejected:
-                    continue
+                    continue  # temporary refusals are retried by _on_error
                 resumed[room] = {k: reply.get(k) for k in ("seq", "recovered", "replayed")}
         self.last_resume = resumed
+
+    async def _rejoin_later(self, room: str, session: int) -> None:
+        """Keep trying to (re-)join ``room`` after a temporary refusal, with backoff."""
+        for delay in backoff_delays(0.5, 10.0, rng=self._rng):
+            await asyncio.sleep(delay)
+            state = self._rooms.get(room)
+            if state is None or session != self._session or self._closed:
+                return  # left, or a new session re-joins everything anyway
+            try:
+                await self._send_join(room, state)
+                return
+            except RequestRejected as exc:
+                if not exc.temporary:
+                    return
+            except _Lost:
+                return
 
     # -- frames ----------------------------------------------------------------------
 
@@ -454,7 +483,10 @@ class Client:
             return
         if kind == "join":
             state = self._rooms.get(key)
-            if state is not None and not exc.temporary:
+            if state is not None and exc.temporary:
+                # The room stays wanted: join again later (the caller keeps waiting).
+                asyncio.get_running_loop().create_task(self._rejoin_later(key, self._session))
+            elif state is not None:
                 self._rooms.pop(key, None)
                 self._fail_waiters(state, exc)
         if fut is not None and not fut.done():

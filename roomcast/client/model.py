@@ -49,6 +49,10 @@ class _Lost(Exception):
     """The connection went away while a request was outstanding (internal)."""
 
 
+#: Error codes after which the same request may succeed later (docs/protocol.md §5).
+TEMPORARY_CODES = frozenset({"rate_limited", "publish_failed", "unavailable", "internal"})
+
+
 class Verdict(enum.Enum):
     DELIVER = "deliver"
     DUPLICATE = "duplicate"

@@ -92,3 +92,20 @@ test("offline publishes are sent after reconnect with the same id, rooms resumed
   assert.deepEqual(c.lastResume, { r: { seq: 5, recovered: true, replayed: 0 } });
   c.close();
 });
+
+test("a temporarily unavailable room is re-joined, not dropped", async () => {
+  const c = new RoomcastClient("ws://x/ws", "t", { WebSocketImpl: FakeSocket, shuffleUrls: false });
+  await c.connect();
+  const joining = c.join("r");
+  const ws = FakeSocket.last;
+  const first = ws.sent.find((f) => f.type === "join");
+  ws.deliver({ type: "error", code: "unavailable", message: "try later", temporary: true,
+    room: "r", rid: first.rid });
+  await new Promise((r) => setTimeout(r, 700)); // backoff: uniform in [0, 500 ms)
+  const again = ws.sent.filter((f) => f.type === "join");
+  assert.equal(again.length, 2);
+  ws.deliver({ type: "joined", room: "r", seq: 3, rid: again[1].rid });
+  assert.equal((await joining).seq, 3);
+  assert.deepEqual(c.membersOf("r"), []);
+  c.close();
+});

@@ -63,3 +63,28 @@ def test_judge(position, seq, prev, verdict):
     from roomcast.client.model import judge
 
     assert judge(position, seq, prev).value == verdict
+
+
+async def test_temporary_join_refusal_is_retried_not_dropped():
+    """An 'unavailable' join keeps the room wanted and schedules another join."""
+    import asyncio
+
+    from roomcast.client.client import _Room
+
+    c = Client("ws://unused", "t")
+    c._rooms["r"] = _Room()
+    rejoined = []
+
+    async def fake_rejoin(room, session):
+        rejoined.append(room)
+
+    c._rejoin_later = fake_rejoin  # type: ignore[method-assign]
+    c._requests[1] = ("join", ("r", None))
+    c._on_error({"type": "error", "code": "unavailable", "message": "x", "temporary": True,
+                 "room": "r", "rid": 1})
+    await asyncio.sleep(0)
+    assert rejoined == ["r"] and "r" in c._rooms
+    c._requests[2] = ("join", ("r", None))
+    c._on_error({"type": "error", "code": "forbidden", "message": "x", "temporary": False,
+                 "room": "r", "rid": 2})
+    assert "r" not in c._rooms
