@@ -32,6 +32,7 @@ from roomcast.backoff import backoff_delays
 from roomcast.client.model import (
     TEMPORARY_CODES,
     Message,
+    Outbox,
     State,
     Verdict,
     _Lost,
@@ -69,12 +70,11 @@ class Client:
             raise ValueError("backoff_cap is at most 30 s")
         self._token_source = token
         self._backoff = (backoff_base, backoff_cap)
-        self._max_pending = max_pending_publishes
         self._connect_timeout = connect_timeout
         self._rng = rng or random.Random()
         self._on_state = on_state
         self._rooms: dict[str, _Room] = {}
-        self._pending: dict[str, _Publish] = {}
+        self._outbox = Outbox(max_pending_publishes)
         self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue(max_buffered_messages)
         self._requests: dict[int, tuple[str, Any]] = {}
         self._rids = itertools.count(1)
@@ -171,13 +171,14 @@ class Client:
         """
         self._check_open()
         msg_id = id or uuid.uuid4().hex
-        if msg_id in self._pending:
-            return await asyncio.shield(self._pending[msg_id].future)
-        if len(self._pending) >= self._max_pending:
-            raise PublishQueueFull(f"{len(self._pending)} publishes await an ack")
+        same = self._outbox.get(msg_id)
+        if same is not None:
+            return await asyncio.shield(same.future)
         fut = asyncio.get_running_loop().create_future()
-        pub = _Publish(room, json.dumps(data, separators=(",", ":")), msg_id, fut)
-        self._pending[msg_id] = pub
+        try:
+            pub = self._outbox.add(room, json.dumps(data, separators=(",", ":")), msg_id, fut)
+        except OverflowError as exc:
+            raise PublishQueueFull(str(exc)) from None
         if self._ready.is_set():
             try:
                 await self._send_publish(pub)
@@ -186,7 +187,7 @@ class Client:
         try:
             return await fut
         finally:
-            self._pending.pop(msg_id, None)
+            self._outbox.remove(msg_id)
 
     def __aiter__(self) -> Client:
         return self
@@ -280,9 +281,8 @@ class Client:
                 self._set_state(State.CONNECTED, node=self.node, resume=self.last_resume)
                 if self._first is not None and not self._first.done():
                     self._first.set_result(None)
-                for pub in list(self._pending.values()):
-                    if pub.sent_on != self._session:
-                        await self._send_publish(pub)
+                for pub in self._outbox.unsent(self._session):
+                    await self._send_publish(pub)
                 await reader
             finally:
                 reader.cancel()
@@ -406,10 +406,8 @@ class Client:
             if kind == "message":
                 await self._on_message(frame)
             elif kind == "ack":
-                pub = self._pending.get(frame.get("id"))
                 self._requests.pop(frame.get("rid"), None)
-                if pub is not None and not pub.future.done():
-                    pub.future.set_result(frame["seq"])
+                self._outbox.settle(frame.get("id"), frame["seq"])
             elif kind in ("joined", "left", "resumed", "pong"):
                 self._on_reply(frame)
             elif kind == "error":
@@ -472,14 +470,12 @@ class Client:
             return
         kind, (key, fut) = entry
         if kind == "publish":
-            pub = self._pending.get(key)
-            if pub is None:
-                return
-            if exc.temporary:
+            pub = self._outbox.get(key)
+            if pub is not None and exc.temporary:
                 asyncio.get_running_loop().call_later(
                     0.2 + self._rng.random(), lambda: asyncio.ensure_future(self._resend(pub)))
-            elif not pub.future.done():
-                pub.future.set_exception(exc)
+            elif pub is not None:
+                self._outbox.fail(key, exc)
             return
         if kind == "join":
             state = self._rooms.get(key)
@@ -493,7 +489,7 @@ class Client:
             fut.set_exception(exc)
 
     async def _resend(self, pub: _Publish) -> None:
-        if self._ready.is_set() and pub.id in self._pending:
+        if self._ready.is_set() and self._outbox.get(pub.id) is pub:
             await self._send_publish(pub)
 
     # -- helpers ---------------------------------------------------------------------
@@ -511,9 +507,7 @@ class Client:
         state.waiters.clear()
 
     def _fail_all(self, exc: BaseException) -> None:
-        for pub in self._pending.values():
-            if not pub.future.done():
-                pub.future.set_exception(exc)
+        self._outbox.fail_all(exc)
         for state in self._rooms.values():
             self._fail_waiters(state, exc)
         for _, (_, fut) in self._requests.values():

@@ -45,6 +45,57 @@ class _Publish:
     sent_on: int = -1  # session number it was last sent on
 
 
+class Outbox:
+    """Publishes waiting for their ``ack``, by message id, at most ``limit`` of them.
+
+    A publish stays here until the server acknowledges it (``settle``) or refuses it for good
+    (``fail``); after a reconnect every entry not yet sent on the new session is sent again with
+    the same id (``unsent``), so it is stored exactly once.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._entries: dict[str, _Publish] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, msg_id: str | None) -> _Publish | None:
+        return self._entries.get(msg_id) if msg_id is not None else None
+
+    def add(self, room: str, data: str, msg_id: str, future: asyncio.Future) -> _Publish:
+        """Queue a publish; the caller checks :meth:`get` first for a retry of the same id.
+
+        Raises:
+            OverflowError: ``limit`` publishes are waiting already.
+        """
+        if len(self._entries) >= self.limit:
+            raise OverflowError(f"{len(self._entries)} publishes await an ack")
+        pub = self._entries[msg_id] = _Publish(room, data, msg_id, future)
+        return pub
+
+    def remove(self, msg_id: str) -> None:
+        self._entries.pop(msg_id, None)
+
+    def unsent(self, session: int) -> list[_Publish]:
+        """Entries not yet sent on ``session``, oldest first."""
+        return [p for p in self._entries.values() if p.sent_on != session]
+
+    def settle(self, msg_id: str | None, seq: int) -> None:
+        pub = self.get(msg_id)
+        if pub is not None and not pub.future.done():
+            pub.future.set_result(seq)
+
+    def fail(self, msg_id: str, exc: BaseException) -> None:
+        pub = self.get(msg_id)
+        if pub is not None and not pub.future.done():
+            pub.future.set_exception(exc)
+
+    def fail_all(self, exc: BaseException) -> None:
+        for msg_id in list(self._entries):
+            self.fail(msg_id, exc)
+
+
 class _Lost(Exception):
     """The connection went away while a request was outstanding (internal)."""
 

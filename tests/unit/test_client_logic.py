@@ -88,3 +88,27 @@ async def test_temporary_join_refusal_is_retried_not_dropped():
     c._on_error({"type": "error", "code": "forbidden", "message": "x", "temporary": False,
                  "room": "r", "rid": 2})
     assert "r" not in c._rooms
+
+
+async def test_outbox_bounds_resends_and_settles():
+    """Bounded; re-sent entries are those not sent on the current session; ack/fail settle."""
+    import asyncio
+
+    from roomcast.client.model import Outbox
+
+    loop = asyncio.get_running_loop()
+    box = Outbox(limit=2)
+    a = box.add("r", "1", "a", loop.create_future())
+    box.add("r", "2", "b", loop.create_future())
+    with pytest.raises(OverflowError):
+        box.add("r", "3", "c", loop.create_future())
+    a.sent_on = 1
+    assert [p.id for p in box.unsent(1)] == ["b"]
+    assert [p.id for p in box.unsent(2)] == ["a", "b"]
+    box.settle("a", 7)
+    assert a.future.result() == 7
+    box.fail("b", RuntimeError("no"))
+    assert isinstance(box.get("b").future.exception(), RuntimeError)
+    box.remove("a")
+    box.remove("b")
+    assert len(box) == 0 and box.get("a") is None and box.get(None) is None
