@@ -18,6 +18,7 @@ import msgspec
 
 from bench.harness import Cluster, machine, percentile
 from bench.wsclient import connect
+from roomcast.client.model import Verdict, judge
 
 
 class Data(msgspec.Struct):
@@ -39,7 +40,7 @@ class Receiver:
     __slots__ = ("last", "count", "dups", "gaps", "lat", "measuring")
 
     def __init__(self, lat: list[float]) -> None:
-        self.last = -1
+        self.last: int | None = None
         self.count = 0
         self.dups = 0
         self.gaps = 0
@@ -49,12 +50,12 @@ class Receiver:
         if not raw.startswith(b'{"type":"message"'):
             return
         m = decode(raw)
-        if self.last >= 0:
-            if m.seq <= self.last:
-                self.dups += 1
-                return
-            if m.prev != self.last:
-                self.gaps += 1
+        verdict = judge(self.last, m.seq, m.prev)  # the clients' rule; here gaps are counted
+        if verdict is Verdict.DUPLICATE:
+            self.dups += 1
+            return
+        if verdict is Verdict.GAP:
+            self.gaps += 1
         self.last = m.seq
         self.count += 1
         if m.data is not None and STATE["measuring"]:

@@ -22,6 +22,7 @@ import msgspec
 
 from bench.harness import Cluster, machine, percentile
 from bench.wsclient import connect
+from roomcast.client.model import Verdict, judge
 
 
 class Frame(msgspec.Struct):
@@ -56,9 +57,10 @@ class RawClient:
         if f.resume_token:
             self.token = f.resume_token
         if f.type == "message":
-            if self.position is not None and f.seq <= self.position:
+            verdict = judge(self.position, f.seq, f.prev)  # the clients' rule; gaps counted
+            if verdict is Verdict.DUPLICATE:
                 return
-            if self.position is not None and f.prev is not None and f.prev != self.position:
+            if verdict is Verdict.GAP:
                 self.gaps += 1
             self.position = f.seq
             self.seqs.append(f.seq)
