@@ -19,6 +19,7 @@ Guarantees every implementation gives:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -78,6 +79,17 @@ class Backplane(Protocol):
 
         Raises:
             roomcast.errors.PublishError: not stored within the retry budget.
+        """
+        ...
+
+    async def publish_begin(self, room: str, body: bytes, msg_id: str
+                            ) -> asyncio.Future[PublishResult]:
+        """Send one attempt of :meth:`publish` and return the future of its ack, so that a
+        caller can keep many publishes in flight without a task each.
+
+        The future fails with :class:`roomcast.errors.PublishError` when the message is known
+        not to be stored, and with another exception when this attempt failed transiently:
+        then call :meth:`publish` with the same ``msg_id`` (it retries within its budget).
         """
         ...
 

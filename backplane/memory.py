@@ -59,6 +59,17 @@ class MemoryBackplane:
             handler(msg)
         return PublishResult(seq, False)
 
+    async def publish_begin(self, room: str, body: bytes, msg_id: str
+                            ) -> asyncio.Future[PublishResult]:
+        from roomcast.errors import PublishError
+
+        fut: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
+        try:
+            fut.set_result(await self.publish(room, body, msg_id))
+        except PublishError as exc:
+            fut.set_exception(exc)
+        return fut
+
     async def subscribe(self, room: str, handler: MessageHandler) -> None:
         self._subs.setdefault(room, []).append(handler)
 

@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -27,6 +28,28 @@ from roomcast.backoff import backoff_delays
 from roomcast.errors import BackplaneError, ConfigError, PublishError
 
 log = logging.getLogger("roomcast.backplane")
+
+#: Publishes awaiting their JetStream ack, at most (beyond it, publishers wait their turn).
+MAX_PENDING_ACKS = 8192
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_decode_ack = msgspec.json.Decoder(_PubAck).decode
+
+
+class AckError(Exception):
+    """JetStream refused a publish or nobody answered it (no stream / no responders)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +103,10 @@ class NatsBackplane:
         self._hist_prefix = ""
         self._hist_waiters: dict[str, asyncio.Queue[Msg]] = {}
         self._hist_counter = 0
+        self._ack_prefix = ""
+        self._acks: dict[str, asyncio.Future] = {}
+        self._ack_counter = 0
+        self._ack_room: asyncio.Event | None = None  # set when a pending-ack slot frees up
         self.on_state_change = None  # callable(connected: bool) for metrics/readiness
         self._closing = False
 
@@ -143,6 +170,9 @@ class NatsBackplane:
         await self._ensure_stream(deadline)
         self._hist_prefix = self._nc.new_inbox() + "."
         await self._nc.subscribe(self._hist_prefix + "*", cb=self._on_history_reply)
+        self._ack_prefix = self._nc.new_inbox() + "."
+        await self._nc.subscribe(self._ack_prefix + "*", cb=self._on_ack,
+                                 pending_msgs_limit=-1, pending_bytes_limit=64 * 1024 * 1024)
         if self.on_state_change:
             self.on_state_change(True)
 
@@ -187,8 +217,6 @@ class NatsBackplane:
 
     async def publish(self, room: str, body: bytes, msg_id: str) -> PublishResult:
         cfg = self.config
-        subject = subjects.room_subject(room)
-        headers = {"Nats-Msg-Id": msg_id}
         deadline = time.monotonic() + cfg.publish_budget
         delays = backoff_delays(0.05, 1.0)
         attempts = 0
@@ -196,15 +224,77 @@ class NatsBackplane:
         while True:
             attempts += 1
             try:
-                fut = await self._js.publish_async(subject, body, headers=headers,
-                                                   wait_stall=cfg.publish_attempt_timeout)
-                ack = await asyncio.wait_for(fut, cfg.publish_attempt_timeout)
-                return PublishResult(ack.seq, bool(ack.duplicate))
-            except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                return await (await self.publish_begin(room, body, msg_id))
+            except (TimeoutError, AckError, nats.errors.Error, OSError) as exc:
                 last = exc
             if time.monotonic() >= deadline:
                 raise PublishError(room, attempts, last)
             await asyncio.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
+
+    async def publish_begin(self, room: str, body: bytes, msg_id: str
+                            ) -> asyncio.Future[PublishResult]:
+        """Send one publish attempt; the returned future resolves with its ack.
+
+        Many acks are in flight at once: each reply goes to one wildcard inbox and resolves
+        this publish's future (no task, no ``wait_for`` per message). The future fails with a
+        transient error (timeout, no responders, API error, connection) when this attempt did
+        not store the message; :meth:`publish` retries such failures with the same ``msg_id``.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[PublishResult] = loop.create_future()
+        timeout = self.config.publish_attempt_timeout
+        try:
+            if len(self._acks) >= MAX_PENDING_ACKS:
+                await self._wait_for_ack_room(loop.time() + timeout)
+            self._ack_counter += 1
+            token = str(self._ack_counter)
+            self._acks[token] = fut
+            timer = loop.call_later(timeout, _expire, fut)
+            fut.add_done_callback(lambda _f: self._ack_done(token, timer))
+            await self._nc.publish(subjects.room_subject(room), body,
+                                   reply=self._ack_prefix + token,
+                                   headers={"Nats-Msg-Id": msg_id})
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+        return fut
+
+    def _ack_done(self, token: str, timer: asyncio.TimerHandle) -> None:
+        timer.cancel()
+        acks = self._acks
+        acks.pop(token, None)
+        if self._ack_room is not None and len(acks) < MAX_PENDING_ACKS:
+            self._ack_room.set()
+            self._ack_room = None
+
+    async def _wait_for_ack_room(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while len(self._acks) >= MAX_PENDING_ACKS:
+            if self._ack_room is None:
+                self._ack_room = asyncio.Event()
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError("too many publishes awaiting their ack")
+            await asyncio.wait_for(self._ack_room.wait(), left)
+
+    async def _on_ack(self, msg: Msg) -> None:
+        fut = self._acks.get(msg.subject[len(self._ack_prefix):])
+        if fut is None or fut.done():
+            return  # timed out already; the retry (same msg id) gets the answer
+        h = msg.headers
+        if h and h.get("Status"):
+            fut.set_exception(AckError(f"{h.get('Status')} {h.get('Description', '')}".strip()))
+            return
+        try:
+            ack = _decode_ack(msg.data)
+        except msgspec.DecodeError as exc:
+            fut.set_exception(AckError(f"unreadable ack: {exc}"))
+            return
+        if ack.error is not None or ack.seq <= 0:
+            err = ack.error or _ApiError(description="ack without a sequence")
+            fut.set_exception(AckError(f"{err.code}/{err.err_code} {err.description}"))
+            return
+        fut.set_result(PublishResult(ack.seq, ack.duplicate))
 
     # -- live ------------------------------------------------------------------------
 
@@ -279,6 +369,11 @@ class NatsBackplane:
         if h.get("Status"):
             return 0
         return int(h["Nats-Sequence"])
+
+
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError("no JetStream ack in time"))
 
 
 async def ensure_stream(nc, sc: StreamConfig, deadline: float):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import time
 
 import msgspec
@@ -65,6 +66,11 @@ class Receiver:
 STATE = {"measuring": False}
 
 
+def _self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 async def run(args) -> dict:
     with Cluster(nodes=args.nodes, nats=args.nats) as cluster:
         ports = [n.port for n in cluster.node_procs]
@@ -105,6 +111,7 @@ async def run(args) -> dict:
             if cpu0 is None and now >= t_measure:
                 STATE["measuring"] = True
                 cpu0, nats0 = cluster.node_cpu(), cluster.nats_cpu()
+                gen0 = _self_cpu()
                 d0 = sum(r.count for r in receivers)
             room = tick % args.rooms
             pubs[room].send_text(
@@ -114,6 +121,7 @@ async def run(args) -> dict:
             tick += 1
             await asyncio.sleep(max(0.0, t_start + tick * slot - time.monotonic()))
         cpu1, nats1 = cluster.node_cpu(), cluster.nats_cpu()
+        gen1 = _self_cpu()
         d1 = sum(r.count for r in receivers)
         STATE["measuring"] = False
         elapsed = time.monotonic() - t_measure
@@ -139,6 +147,7 @@ async def run(args) -> dict:
             "cpu_us_per_delivery": (cpu1 - cpu0) / deliveries * 1e6 if deliveries else float("nan"),
             "node_cpu_percent": (cpu1 - cpu0) / elapsed * 100,
             "nats_cpu_percent": (nats1 - nats0) / elapsed * 100,
+            "gen_cpu_percent": (gen1 - gen0) / elapsed * 100,
             "p50_ms": percentile(lat, 0.5) / 1e6, "p99_ms": percentile(lat, 0.99) / 1e6,
             "max_ms": (lat[-1] / 1e6) if lat else float("nan"),
             "lost": max(0, expected - received), "dups": sum(r.dups for r in receivers),
@@ -161,16 +170,16 @@ def main() -> None:
     args = ap.parse_args()
     print(f"# fan-out: {args.rooms} rooms x {args.members} members over {args.nodes} nodes, "
           f"NATS {args.nats} servers; {machine()}")
-    print("| rate/room | deliveries/s | node CPU µs/delivery | node CPU % | NATS CPU % | "
+    print("| rate/room | deliveries/s | node CPU µs/delivery | node CPU % | NATS CPU % | load gen CPU % | "
           "p50 ms | p99 ms | max ms | lost | dups | gaps | node RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     import uvloop
 
     for rate in args.rate:
         args.rate = rate
         r = uvloop.run(run(args))
         print(f"| {rate:g} | {r['deliveries_per_s']:,.0f} | {r['cpu_us_per_delivery']:.1f} | "
-              f"{r['node_cpu_percent']:.0f} | {r['nats_cpu_percent']:.0f} | {r['p50_ms']:.1f} | "
+              f"{r['node_cpu_percent']:.0f} | {r['nats_cpu_percent']:.0f} | {r['gen_cpu_percent']:.0f} | {r['p50_ms']:.1f} | "
               f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['lost']} | {r['dups']} | {r['gaps']} | "
               f"{r['node_rss_mib']} |", flush=True)
 

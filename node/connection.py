@@ -9,6 +9,7 @@ client that does not read is closed with 4001 and resumes from its last ``seq`` 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import struct
@@ -32,6 +33,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("roomcast.node.connection")
 
 
+async def wait_all(futures: set[asyncio.Future], seconds: float) -> None:
+    """Wait until ``futures`` (a set that done-callbacks may refill, e.g. a publish whose first
+    attempt failed hands over to a retry task) is empty, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while futures:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        await asyncio.wait(list(futures), timeout=left)
+        await asyncio.sleep(0)  # let the done-callbacks run (they may add a retry)
+
+
 class Connection:
     __slots__ = ("ws", "peer", "node", "_closing", "_limit", "_inflight", "_out", "_out_bytes",
                  "_direct", "_pong", "_ping_at", "__weakref__")
@@ -42,7 +55,7 @@ class Connection:
         self.node = node
         self._closing = False
         self._limit = node.config.send_buffer_limit
-        self._inflight: set[asyncio.Task] = set()
+        self._inflight: set[asyncio.Future] = set()
         self._out: list[bytes] | None = None  # frames of this loop iteration, not yet written
         self._out_bytes = 0
         self._direct = not node.config.compression  # pre-framed writes need no compression
@@ -164,7 +177,7 @@ class Connection:
                             self._count_error(action.frame)
                         self.send_frame(action.frame)
                     elif isinstance(action, DoPublish):
-                        self._publish(action)
+                        await self._publish(action)
                     elif isinstance(action, DoJoin):
                         await self._join(action)
                     elif isinstance(action, DoLeave):
@@ -265,26 +278,50 @@ class Connection:
 
     async def drain_close(self, retry_after_ms: int) -> None:
         """Close for a node drain: let in-flight acks out, hand over a resume token, 1012."""
-        if self._inflight:
-            await asyncio.wait(list(self._inflight), timeout=self.node.config.drain_timeout)
+        await wait_all(self._inflight, self.node.config.drain_timeout)
         self.send_frame(p.reconnect(self.resume_token(), retry_after_ms, "node draining"))
         self.close(CloseCode.SERVICE_RESTART, "node draining")
 
-    def _publish(self, a: DoPublish) -> None:
+    async def _publish(self, a: DoPublish) -> None:
+        """Start storing a publish; the ack is sent from a callback when JetStream confirms
+        (many in flight per connection, no task per message). A transient failure of that
+        first attempt hands over to :meth:`_publish_and_ack`, which retries with the same id."""
         body = p.stored_body(self.peer.user_json, int(time.time() * 1000), a.client_id, a.body)
-        task = self.node.spawn(self._publish_and_ack(a, body), inflight=True)
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
-
-    async def _publish_and_ack(self, a: DoPublish, body: bytes) -> None:
-        metrics = self.node.metrics
         t0 = time.perf_counter()
+        fut = await self.node.backplane.publish_begin(a.room, body, a.dedupe_id)
+        self.node.track_inflight(fut)
+        self._inflight.add(fut)
+        fut.add_done_callback(functools.partial(self._first_attempt_done, a, body, t0))
+
+    def _first_attempt_done(self, a: DoPublish, body: bytes, t0: float,
+                            fut: asyncio.Future) -> None:
+        self._inflight.discard(fut)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            self._acked(a, fut.result(), t0)
+        elif isinstance(exc, PublishError):
+            self._publish_failed(a)
+        else:
+            task = self.node.spawn(self._publish_and_ack(a, body, t0), inflight=True)
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _publish_and_ack(self, a: DoPublish, body: bytes, t0: float) -> None:
         try:
             res = await self.node.backplane.publish(a.room, body, a.dedupe_id)
         except PublishError:
-            self._error(ErrorCode.PUBLISH_FAILED, "message not stored; retry with the same id",
-                        a.rid, a.room)
+            self._publish_failed(a)
             return
+        self._acked(a, res, t0)
+
+    def _publish_failed(self, a: DoPublish) -> None:
+        self._error(ErrorCode.PUBLISH_FAILED, "message not stored; retry with the same id",
+                    a.rid, a.room)
+
+    def _acked(self, a: DoPublish, res, t0: float) -> None:
+        metrics = self.node.metrics
         metrics.publish_latency.observe(time.perf_counter() - t0)
         metrics.received.inc()
         self.send_frame(p.ack(a.room, a.rid, a.client_id, res.seq, res.duplicate))

@@ -210,7 +210,20 @@ def _run(coro) -> int:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         return asyncio.run(coro)
-    return uvloop.run(coro)
+    profile = os.environ.get("ROOMCAST_CPROFILE")
+    if not profile:
+        return uvloop.run(coro)
+    # Profiling aid (docs/performance.md): cProfile stats written to <prefix><pid> at exit.
+    # Under uvloop, idle time shows up as tottime of the outermost coroutines; read cumtime.
+    import cProfile
+
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        return uvloop.run(coro)
+    finally:
+        prof.disable()
+        prof.dump_stats(f"{profile}{os.getpid()}")
 
 
 def build_parser() -> argparse.ArgumentParser:

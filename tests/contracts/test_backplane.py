@@ -90,3 +90,15 @@ async def test_unsubscribe_stops_delivery(bp):
 async def test_epoch_is_stable_and_nonempty(bp):
     """The epoch names the stream incarnation."""
     assert isinstance(bp.epoch, str) and bp.epoch
+
+
+async def test_many_publishes_in_flight_each_get_their_own_ack(bp):
+    """publish_begin keeps many publishes in flight; each future resolves with its own seq."""
+    r = room()
+    futs = [await bp.publish_begin(r, b"%d" % i, uuid.uuid4().hex) for i in range(300)]
+    results = await asyncio.gather(*futs)
+    seqs = [res.seq for res in results]
+    assert len(set(seqs)) == 300 and not any(res.duplicate for res in results)
+    stored = {m.seq: m.body for m in await bp.history(r, 1, 1000)}
+    # history keeps the last 5: each of them is the body its publisher's ack named
+    assert stored and all(stored[s] == b"%d" % i for i, s in enumerate(seqs) if s in stored)
