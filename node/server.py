@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import gc
 import itertools
@@ -41,7 +42,10 @@ from roomcast.resume import ResumeSigner
 log = logging.getLogger("roomcast.node")
 
 WS_PATH = "/ws"
+#: Replaces each served handshake request's headers (shared, never modified).
+NO_HEADERS = Headers()
 CLOSE_TIMEOUT = 3.0  # seconds a client gets to answer our close frame
+EXPIRY_SWEEP = 1.0  # seconds between checks for expired tokens
 
 
 class Node:
@@ -66,6 +70,7 @@ class Node:
         self.by_conn_id: dict[str, Connection] = {}
         self._dirty: list[Connection] = []
         self._keepalive_task: asyncio.Task | None = None
+        self._expiry_task: asyncio.Task | None = None
         self.draining = False
         self._server: Server | None = None
         self._port = config.port
@@ -111,6 +116,7 @@ class Node:
         if cfg.ping_interval:
             self._keepalive_task = self.spawn(
                 self._keepalive(cfg.ping_interval, cfg.ping_timeout or cfg.ping_interval))
+        self._expiry_task = self.spawn(self._expire_tokens())
         log.info("node listening", extra={"port": self._port, "ws_path": WS_PATH})
 
     @property
@@ -126,6 +132,8 @@ class Node:
         self.metrics.draining.set(1)
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
         log.info("draining", extra={"connections": len(self.connections)})
         # Keep listening while draining: /readyz answers 503 "draining", /metrics shows the
         # drain, and new upgrades get 503 (see _process_request). The listener closes last.
@@ -208,6 +216,18 @@ class Node:
                 if i % 1000 == 999:
                     await asyncio.sleep(0)  # let other work run during a large sweep
 
+    async def _expire_tokens(self) -> None:
+        """Close connections whose JWT has expired (4500), checked every second: one sweep
+        instead of a timer per connection (``docs/performance.md``, idle memory)."""
+        while not self.draining:
+            await asyncio.sleep(EXPIRY_SWEEP)
+            now = time.time()
+            for i, conn in enumerate(list(self.connections)):
+                if conn.peer.identity.expires_at <= now:
+                    conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
+                if i % 1000 == 999:
+                    await asyncio.sleep(0)
+
     def mark_dirty(self, conn: Connection) -> None:
         """``conn`` queued frames this iteration: flush every such connection at its end."""
         if not self._dirty:
@@ -281,9 +301,13 @@ class Node:
 
     async def _handle(self, ws: ServerConnection) -> None:
         identity = ws.roomcast_identity
-        # The handshake is over: do not keep its response (headers) alive for the life of the
-        # connection (websockets needs the request; docs/performance.md).
+        # The handshake is over: do not keep its headers (and the token in its path) alive for
+        # the life of the connection (docs/performance.md). websockets' parser generator still
+        # references the request object, so it is emptied in place rather than dropped.
         ws.response = None
+        ws.request.path = WS_PATH
+        ws.request.headers = NO_HEADERS
+        slim_queues(ws)
         ws.roomcast_identity = None
         conn_id = f"{self.instance}.{next(self._ids)}"
         peer = Peer(identity, conn_id, self.limits, asyncio.get_running_loop().time())
@@ -368,6 +392,34 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
+
+
+class SmallQueue(list):
+    """The part of :class:`collections.deque` websockets uses on a connection's internal
+    queues (``append``, ``popleft``, ``extendleft``, ``remove``, iteration). An empty deque
+    takes 624 bytes, this 56: those queues are almost always empty or tiny."""
+
+    __slots__ = ()
+
+    def popleft(self):
+        return self.pop(0)
+
+    def extendleft(self, items) -> None:
+        self[0:0] = list(items)[::-1]
+
+
+def slim_queues(ws: ServerConnection) -> None:
+    """Swap websockets' per-connection deques (frames waiting for ``recv``, writers waiting
+    for ``drain``) for :class:`SmallQueue`, only where they are the empty deques expected
+    (a websockets upgrade that changes them leaves them alone; tests/unit/test_small_queue.py
+    and tests/integration/test_cluster.py check both)."""
+    frames = getattr(getattr(ws, "recv_messages", None), "frames", None)
+    queue = getattr(frames, "queue", None)
+    if type(queue) is collections.deque and not queue:
+        frames.queue = SmallQueue()
+    waiters = getattr(ws, "drain_waiters", None)
+    if type(waiters) is collections.deque and not waiters:
+        ws.drain_waiters = SmallQueue()
 
 
 async def run_node(config: NodeConfig) -> int:

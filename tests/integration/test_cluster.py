@@ -225,3 +225,35 @@ async def test_bad_tokens_get_401_before_upgrade(nodes, make_token, reason):
         await websockets.connect(url)
     assert info.value.response.status_code == 401
     assert bytes(info.value.response.body).decode().strip() == reason
+
+
+async def test_connection_internals_are_slimmed_and_messages_still_flow(nodes):
+    """The idle-memory measures hold on the installed websockets (docs/performance.md):
+    handshake headers dropped, internal deques swapped for SmallQueue; traffic unaffected."""
+    from roomcast.node.server import NO_HEADERS, SmallQueue
+
+    a, _ = nodes
+    room = room_name()
+    c = await WsClient.connect(a.port)
+    await c.join(room)
+    conn = next(x for x in a.connections if x.peer.conn_id == c.welcome["conn"])
+    assert conn.ws.request.headers is NO_HEADERS and "token" not in conn.ws.request.path
+    assert type(conn.ws.recv_messages.frames.queue) is SmallQueue
+    assert type(conn.ws.drain_waiters) is SmallQueue
+    for i in range(50):
+        await c.publish(room, {"i": i})
+    msgs = await c.wait_messages(room, 50)
+    assert [m["data"]["i"] for m in msgs] == list(range(50))
+    await c.close()
+
+
+async def test_connection_is_closed_with_4500_when_its_token_expires(nodes):
+    """A connection's JWT expiring closes it with 4500 (within the 1 s expiry sweep)."""
+    from tests.helpers import token
+
+    a, _ = nodes
+    c = await WsClient.connect(a.port, token("tina", ttl=2))
+    t0 = asyncio.get_running_loop().time()
+    code = await asyncio.wait_for(asyncio.shield(c.closed), 10 * UNIT)
+    assert code == 4500
+    assert asyncio.get_running_loop().time() - t0 <= 2 + 1 + 2 * UNIT
