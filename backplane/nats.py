@@ -240,6 +240,11 @@ class NatsBackplane:
         transient error (timeout, no responders, API error, connection) when this attempt did
         not store the message; :meth:`publish` retries such failures with the same ``msg_id``.
         """
+        return await self.store_begin(subjects.room_subject(room), body, msg_id)
+
+    async def store_begin(self, subject: str, body: bytes, msg_id: str
+                          ) -> asyncio.Future[PublishResult]:
+        """:meth:`publish_begin` for any subject a stream captures (presence events too)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[PublishResult] = loop.create_future()
         timeout = self.config.publish_attempt_timeout
@@ -251,8 +256,7 @@ class NatsBackplane:
             self._acks[token] = fut
             timer = loop.call_later(timeout, _expire, fut)
             fut.add_done_callback(lambda _f: self._ack_done(token, timer))
-            await self._nc.publish(subjects.room_subject(room), body,
-                                   reply=self._ack_prefix + token,
+            await self._nc.publish(subject, body, reply=self._ack_prefix + token,
                                    headers={"Nats-Msg-Id": msg_id})
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             if not fut.done():

@@ -90,7 +90,7 @@ class Node:
         cfg = self.config
         if cfg.presence is not None and isinstance(self.backplane, NatsBackplane):
             self.presence = PresenceTracker(
-                self.backplane.nc, self.backplane.js, node_id=cfg.node_id,
+                self.backplane.nc, self.backplane.store_begin, node_id=cfg.node_id,
                 instance=self.instance, config=cfg.presence, replicas=cfg.nats.replicas,
                 on_transitions=self._on_presence, close_conn=self._close_resumed)
             await self.presence.start()

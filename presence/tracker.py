@@ -24,7 +24,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
 from roomcast.backplane import subjects
-from roomcast.backplane.nats import ensure_stream
+from roomcast.backplane.nats import AckError, ensure_stream
 from roomcast.presence.state import Conn, Delta, Op, PresenceState, Transition
 
 from roomcast.errors import ConfigError
@@ -127,11 +127,11 @@ class _Peer:
 
 
 class PresenceTracker:
-    def __init__(self, nc, js, *, node_id: str, instance: str, config: PresenceConfig,
+    def __init__(self, nc, store, *, node_id: str, instance: str, config: PresenceConfig,
                  replicas: int, on_transitions: Callable[[list[Transition]], None],
                  close_conn: Callable[[str], None]) -> None:
         self.nc = nc
-        self.js = js
+        self._store = store  # NatsBackplane.store_begin: JetStream publish, acks in flight
         self.node_id = node_id
         self.instance = instance
         self.config = config
@@ -240,9 +240,9 @@ class PresenceTracker:
         deadline = time.monotonic() + 20.0
         while True:
             try:
-                await self.js.publish(subject, body, headers={"Nats-Msg-Id": msg_id})
+                await (await self._store(subject, body, msg_id))
                 return
-            except (TimeoutError, nats.errors.Error, OSError) as exc:
+            except (TimeoutError, AckError, nats.errors.Error, OSError) as exc:
                 if time.monotonic() > deadline:
                     log.warning("presence event not stored: %s", exc)
                     return
