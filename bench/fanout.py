@@ -26,9 +26,7 @@ class Data(msgspec.Struct):
     t: int
 
 
-class Msg(msgspec.Struct):
-    type: str
-    room: str = ""
+class Msg(msgspec.Struct):  # only what the receivers check; other fields are skipped
     seq: int = 0
     prev: int | None = 0
     data: Data | None = None

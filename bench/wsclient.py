@@ -53,13 +53,21 @@ class WsClientProtocol(asyncio.Protocol):
         while n - pos >= 2:
             b0 = buf[pos]
             ln = buf[pos + 1] & 0x7F
-            hdr = 2
-            if ln == 126:
+            if ln < 126:  # the common case: a small unmasked frame
+                end = pos + 2 + ln
+                if end > n:
+                    break
+                if b0 == 0x81:  # FIN + text: hand over without further checks
+                    on_frame(bytes(buf[pos + 2:end]))
+                    pos = end
+                    continue
+                hdr = 2
+            elif ln == 126:
                 if n - pos < 4:
                     break
                 ln = struct.unpack_from("!H", buf, pos + 2)[0]
                 hdr = 4
-            elif ln == 127:
+            else:
                 if n - pos < 10:
                     break
                 ln = struct.unpack_from("!Q", buf, pos + 2)[0]

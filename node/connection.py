@@ -71,10 +71,10 @@ class Connection:
         end (:meth:`flush`), in order: no timer, so no added delay."""
         if self._closing:
             return False
-        ws = self.ws
-        if ws.protocol.state is not State.OPEN:
-            return False
         if not self._direct:
+            ws = self.ws
+            if ws.protocol.state is not State.OPEN:
+                return False
             try:
                 ws.protocol.send_text(frame)
                 ws.send_data()
@@ -86,24 +86,30 @@ class Connection:
             wire = text_frame(frame)
         out = self._out
         if out is None:
+            # First frame of this iteration: what the transport still holds counts too (it
+            # does not change until our flush writes).
             self._out = [wire]
+            self._out_bytes = len(wire) + self.ws.transport.get_write_buffer_size()
             self.node.mark_dirty(self)
         else:
             out.append(wire)
-        self._out_bytes += len(wire)
-        if self._out_bytes + ws.transport.get_write_buffer_size() > self._limit:
+            self._out_bytes += len(wire)
+        if self._out_bytes > self._limit:
             self.overflow()
             return False
         return True
 
     def flush(self) -> None:
-        """Write what this iteration queued, in one call."""
-        out, self._out = self._out, None
-        self._out_bytes = 0
-        if not out or self.ws.protocol.state is not State.OPEN:
+        """Write what this iteration queued, in one call (nothing if the connection closed)."""
+        out = self._out
+        self._out = None
+        if not out:
+            return
+        ws = self.ws
+        if ws.protocol.state is not State.OPEN:
             return
         try:
-            self.ws.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            ws.transport.write(out[0] if len(out) == 1 else b"".join(out))
         except Exception:  # noqa: BLE001 - transport failed; the read loop sees the close
             self._closing = True
 
@@ -113,7 +119,9 @@ class Connection:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     def needs_drain(self) -> bool:
-        return self._out_bytes + self.ws.transport.get_write_buffer_size() > self._limit // 4
+        queued = (self._out_bytes if self._out is not None
+                  else self.ws.transport.get_write_buffer_size())
+        return queued > self._limit // 4
 
     async def drain(self) -> None:
         self.flush()
