@@ -12,11 +12,13 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 
 import msgspec
 import nats
+import nats.aio.client
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
@@ -46,6 +48,36 @@ class _PubAck(msgspec.Struct):
 
 
 _decode_ack = msgspec.json.Decoder(_PubAck).decode
+
+
+_WHITESPACE = re.compile(r"\s")
+
+
+class FastHeadersClient(nats.aio.client.Client):
+    """nats-py's client with a faster parse of plain header blocks (``NATS/1.0`` + lines).
+
+    Every live message (``Nats-Sequence``/``Nats-Last-Sequence``) and every history reply
+    carries headers; nats-py 2.16 checks each key character by character in a generator,
+    which was the largest single cost of a reconnect storm's replays (docs/performance.md).
+    The result is the same dict (tests/unit/test_nats_headers.py compares both); blocks with
+    an inline status (``NATS/1.0 503``) still go through nats-py's own parser.
+    """
+
+    async def _process_headers(self, headers):
+        if not headers or not headers.startswith(b"NATS/1.0\r\n"):
+            return await super()._process_headers(headers)
+        out: dict[str, str] = {}
+        for line in headers[10:].split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            try:
+                key = name.strip().decode("ascii")
+            except UnicodeDecodeError:
+                continue
+            if _WHITESPACE.search(key) is None:
+                out[key] = value.strip().decode("utf-8", "replace")
+        return out or None
 
 
 class AckError(Exception):
@@ -163,7 +195,9 @@ class NatsBackplane:
         deadline = time.monotonic() + cfg.connect_timeout
         try:
             # nats.connect retries the initial connect itself; bound it by our deadline.
-            self._nc = await asyncio.wait_for(nats.connect(**opts), cfg.connect_timeout)
+            nc = FastHeadersClient()
+            await asyncio.wait_for(nc.connect(**opts), cfg.connect_timeout)
+            self._nc = nc
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise BackplaneError(f"cannot connect to NATS at {list(cfg.urls)}: {exc!r}") from exc
         self._js = self._nc.jetstream(timeout=cfg.publish_attempt_timeout)
@@ -348,7 +382,10 @@ class NatsBackplane:
             await self._nc.publish(subjects.direct_get(self.config.stream),
                                    json.dumps(req).encode(), reply=self._hist_prefix + token)
             while True:
-                msg = await asyncio.wait_for(q.get(), 5.0)
+                try:
+                    msg = q.get_nowait()  # replies come in bursts: no timer for most of them
+                except asyncio.QueueEmpty:
+                    msg = await asyncio.wait_for(q.get(), 5.0)
                 h = msg.headers or {}
                 status = h.get("Status")
                 if status:
