@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.presence
 	$(BIN)/python -m bench.idle
 	$(BIN)/python -m bench.publish --window 8 64
+	$(BIN)/python -m bench.writecost
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
