@@ -113,6 +113,30 @@ class Connection:
         except Exception:  # noqa: BLE001 - transport failed; the read loop sees the close
             self._closing = True
 
+    def write_shared(self, data: bytes, frames: list[tuple[int, bytes, bytes]]) -> bool:
+        """Write a room's frames of this iteration (``data``: already framed and joined, the
+        same bytes for every member), after this connection's own frames, which the node
+        flushed first. Bounded like :meth:`send_frame`."""
+        if self._closing:
+            return False
+        if not self._direct:
+            for _, frame, wire in frames:
+                self.send_frame(frame, wire)  # compressed per connection; flushed next
+            return True
+        ws = self.ws
+        if ws.protocol.state is not State.OPEN:
+            return False
+        transport = ws.transport
+        if transport.get_write_buffer_size() + len(data) > self._limit:
+            self.overflow()
+            return False
+        try:
+            transport.write(data)
+        except Exception:  # noqa: BLE001 - transport failed; the read loop sees the close
+            self._closing = True
+            return False
+        return True
+
     def overflow(self) -> None:
         if not self._closing:
             self.node.metrics.slow_consumers.inc()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,6 +41,12 @@ class Member(Protocol):
         the member is gone."""
         ...
 
+    def write_shared(self, data: bytes, frames: list[tuple[int, bytes, bytes]]) -> bool:
+        """Write ``data``: the WebSocket frames of ``frames`` (``(seq or 0, payload, framed)``)
+        joined, the same bytes object for every member of the room; False if the member is
+        gone or was closed as a slow consumer."""
+        ...
+
     def overflow(self) -> None:
         """The member fell too far behind; close it so it resumes later."""
         ...
@@ -63,7 +69,7 @@ class JoinResult:
 
 class Room:
     __slots__ = ("name", "name_json", "members", "catching", "last_seq", "subscribed",
-                 "lock", "pending")
+                 "lock", "pending", "out", "late")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -74,6 +80,10 @@ class Room:
         self.subscribed = False
         self.lock = asyncio.Lock()
         self.pending: list[RoomMessage] | None = None  # set while a gap is being repaired
+        # Frames of this loop iteration, not yet written: (seq or 0, payload, framed).
+        self.out: list[tuple[int, bytes, bytes]] = []
+        # Members added during this iteration that already got out[:n] directly (catch-up).
+        self.late: dict[Member, int] | None = None
 
     def __len__(self) -> int:
         return len(self.members) + len(self.catching)
@@ -81,7 +91,12 @@ class Room:
 
 class RoomRegistry:
     def __init__(self, backplane: Backplane, metrics: NodeMetrics, *, history_page: int = 256,
-                 history_per_room: int = 1000, catchup_buffer: int = 10_000) -> None:
+                 history_per_room: int = 1000, catchup_buffer: int = 10_000,
+                 request_flush: Callable[[], None] | None = None) -> None:
+        """``request_flush``: called when the first frame of a loop iteration is queued; the
+        caller must then call :meth:`flush` once, later in the same or the next iteration
+        (the node does it in its own flush, after each connection's direct frames). Without
+        it the registry schedules its own flush with ``call_soon``."""
         self.bp = backplane
         self.metrics = metrics
         self.history_page = history_page
@@ -89,6 +104,8 @@ class RoomRegistry:
         self.catchup_buffer = catchup_buffer
         self.rooms: dict[str, Room] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._dirty: list[Room] = []
+        self._request_flush = request_flush or self._flush_soon
 
     # -- membership ------------------------------------------------------------------
 
@@ -167,18 +184,51 @@ class RoomRegistry:
     def _deliver(self, room: Room, seq: int, prev: int | None, body: bytes) -> None:
         room.last_seq = seq
         frame = p.message_frame(room.name_json, seq, prev, body)
-        wire = text_frame(frame)  # the same bytes for every member: frame once per node
-        sent = 0
-        for member in room.members:
-            if member.send_frame(frame, wire):
-                sent += 1
+        if room.members:
+            # Framed once per node; written to the members with the room's other frames of
+            # this loop iteration, in one call per member (:meth:`flush`).
+            self._queue(room, seq, frame, text_frame(frame))
         for member, buf in room.catching.items():
             buf.append((seq, prev, frame))
             if len(buf) > self.catchup_buffer:
                 member.overflow()
-        if sent:
-            self.metrics.delivered.inc(sent)
-            self.metrics.fanout.observe(sent)
+
+    def _queue(self, room: Room, seq: int, frame: bytes, wire: bytes) -> None:
+        if not room.out:
+            if not self._dirty:
+                self._request_flush()
+            self._dirty.append(room)
+        room.out.append((seq, frame, wire))
+
+    def _flush_soon(self) -> None:
+        asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write each room's frames of this iteration: joined once, the same bytes to every
+        member, one write per member and room (``docs/performance.md``)."""
+        dirty, self._dirty = self._dirty, []
+        metrics = self.metrics
+        for room in dirty:
+            out, room.out = room.out, []
+            late, room.late = room.late, None
+            if not out or not room.members:
+                continue
+            data = out[0][2] if len(out) == 1 else b"".join([w for _, _, w in out])
+            sent = 0
+            for member in room.members:
+                if late is not None and member in late:
+                    part = out[late[member]:]
+                    if part:
+                        member.write_shared(b"".join([w for _, _, w in part]), part)
+                    continue
+                if member.write_shared(data, out):
+                    sent += 1
+            if sent:
+                messages = sum(1 for seq, _, _ in out if seq)
+                if messages:
+                    metrics.delivered.inc(sent * messages)
+                    for _ in range(messages):
+                        metrics.fanout.observe(sent)
 
     async def _repair(self, room: Room) -> None:
         """Fill the gap before ``room.pending[0]`` from history, then drain ``pending``."""
@@ -275,14 +325,24 @@ class RoomRegistry:
                 last = seq
         room.catching.pop(member, None)
         room.members[member] = None
+        if room.out:
+            # This iteration's room frames up to ``last`` went to the member directly (replay
+            # or buffer): at the flush it gets only the rest, and after its direct frames.
+            done = 0
+            for i, (seq, _, _) in enumerate(room.out):
+                if seq and seq <= last:
+                    done = i + 1
+            if done:
+                if room.late is None:
+                    room.late = {}
+                room.late[member] = done
         return JoinResult(position=last, recovered=recovered, replayed=replayed)
 
     def broadcast(self, name: str, frame: bytes) -> None:
         """Send a non-message frame (e.g. presence) to the room's live local members."""
         room = self.rooms.get(name)
-        if room is not None:
-            for member in room.members:
-                member.send_frame(frame)
+        if room is not None and room.members:
+            self._queue(room, 0, frame, text_frame(frame))  # in order with the room's messages
 
     # -- housekeeping ----------------------------------------------------------------
 

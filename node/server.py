@@ -59,7 +59,8 @@ class Node:
             self.backplane.on_state_change = self._nats_state
         self.rooms = RoomRegistry(self.backplane, self.metrics,
                                   history_page=config.history_page,
-                                  history_per_room=config.nats.history_per_room)
+                                  history_per_room=config.nats.history_per_room,
+                                  request_flush=self._schedule_flush)
         self.limits = PeerLimits(config.max_rooms_per_connection, config.rate_limit,
                                  config.rate_burst, config.flood_close_after)
         self.resume = ResumeSigner(config.effective_resume_keys(), config.resume_ttl)
@@ -69,6 +70,7 @@ class Node:
         self.connections: dict[Connection, None] = {}
         self.by_conn_id: dict[str, Connection] = {}
         self._dirty: list[Connection] = []
+        self._flush_scheduled = False
         self._keepalive_task: asyncio.Task | None = None
         self._expiry_task: asyncio.Task | None = None
         self.draining = False
@@ -230,14 +232,22 @@ class Node:
 
     def mark_dirty(self, conn: Connection) -> None:
         """``conn`` queued frames this iteration: flush every such connection at its end."""
-        if not self._dirty:
-            asyncio.get_running_loop().call_soon(self._flush)
         self._dirty.append(conn)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Once per loop iteration with output: each connection's own frames first (replies,
+        replays), then each room's frames, joined once and written to every member."""
+        self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.flush()
+        self.rooms.flush()
 
     def track_inflight(self, fut: asyncio.Future) -> None:
         """Count ``fut`` (a publish awaiting its ack) as in flight: a drain waits for it."""

@@ -14,10 +14,16 @@ from roomcast.node.rooms import RoomRegistry
 class FakeMember:
     def __init__(self) -> None:
         self.frames: list[bytes] = []
+        self.writes: list[bytes] = []  # one per write_shared call (a room's batch)
         self.overflowed = False
 
     def send_frame(self, frame: bytes, wire: bytes | None = None) -> bool:
         self.frames.append(frame)
+        return True
+
+    def write_shared(self, data: bytes, frames) -> bool:
+        self.writes.append(data)
+        self.frames.extend(frame for _, frame, _ in frames)
         return True
 
     def overflow(self) -> None:
@@ -40,6 +46,12 @@ def registry(bp: MemoryBackplane, **kw) -> RoomRegistry:
     return RoomRegistry(bp, NodeMetrics("t"), **kw)
 
 
+async def settle() -> None:
+    """Let the registry's flush (scheduled for the next loop iteration) run."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
 def body(i: int) -> bytes:
     return b'{"from":"u","ts":0,"id":null,"data":%d}' % i
 
@@ -52,7 +64,59 @@ async def test_one_frame_object_for_every_member():
     for m in members:
         await reg.join(m, "r")
     await bp.publish("r", body(1), "a")
+    await settle()
     assert members[0].frames[0] is members[1].frames[0] is members[2].frames[0]
+    assert members[0].writes[0] is members[1].writes[0] is members[2].writes[0]
+
+
+async def test_frames_of_one_iteration_are_joined_into_one_write_per_member():
+    """Messages delivered in the same loop iteration reach each member in one write, in
+    order, with presence frames in between where they happened."""
+    bp = MemoryBackplane()
+    reg = registry(bp)
+    members = [FakeMember() for _ in range(3)]
+    for m in members:
+        await reg.join(m, "r")
+    for i in range(1, 4):
+        reg._on_message(RoomMessage("r", i, i - 1, body(i)))
+        if i == 2:
+            reg.broadcast("r", b'{"type":"presence"}')
+    await settle()
+    for m in members:
+        assert len(m.writes) == 1
+        assert [json.loads(f).get("seq") for f in m.frames] == [1, 2, None, 3]
+    assert members[0].writes[0] is members[1].writes[0]
+
+
+async def test_member_handed_over_mid_iteration_gets_no_duplicate():
+    """A catch-up that ends while the room's frames of this iteration are still queued: the
+    frames it already sent the member directly are not written to it again, the rest are."""
+
+    class NoYield(MemoryBackplane):  # history without an await: the handover happens within
+        async def history(self, room, start_seq, limit):  # the iteration that queued seq 4
+            return [m for m in self._rooms.get(room, ()) if m.seq >= start_seq][:limit]
+
+    bp = NoYield()
+    reg = registry(bp)
+    watcher = FakeMember()
+    await reg.join(watcher, "r")
+    for i in range(3):
+        await bp.publish("r", body(i), f"p{i}")
+    await settle()
+    handlers = bp._subs.pop("r")
+    await bp.publish("r", body(3), "p3")  # stored as seq 4; its live copy comes below
+    bp._subs["r"] = handlers
+    room = reg.rooms["r"]
+    late = FakeMember()
+    room.catching[late] = []
+    reg._on_message(RoomMessage("r", 4, 3, body(3)))  # queued for the watcher, buffered for late
+    res = await reg._catch_up(room, late, 1)
+    reg._on_message(RoomMessage("r", 5, 4, body(4)))  # same iteration, late is a member now
+    assert late.seqs() == [2, 3, 4] and res.position == 4  # replay, sent directly
+    await settle()
+    assert late.seqs() == [2, 3, 4, 5]
+    assert late.prevs() == [1, 2, 3, 4]
+    assert watcher.seqs() == [1, 2, 3, 4, 5] and len(watcher.writes) == 4
 
 
 async def test_subscription_is_reference_counted():
@@ -107,6 +171,7 @@ async def test_catch_up_replays_then_goes_live_without_loss_or_duplicate():
     res, _ = await asyncio.gather(reg.join(late, "r", since=10), publish_more())
     assert res.recovered is True
     await bp.publish("r", body(80), "p80")
+    await settle()
     assert late.seqs() == list(range(11, 82))
     assert late.prevs() == list(range(10, 81))
 
@@ -134,6 +199,7 @@ async def test_catch_up_at_the_head_is_recovered():
     res = await reg.join(m, "r", since=3)
     assert (res.recovered, res.replayed, res.position) == (True, 0, 3)
     await bp.publish("r", body(3), "p3")
+    await settle()
     assert m.seqs() == [4] and m.prevs() == [3]
 
 
