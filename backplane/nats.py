@@ -12,77 +12,30 @@ import asyncio
 import hashlib
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 
 import msgspec
 import nats
-import nats.aio.client
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
 from roomcast.backplane import subjects
 from roomcast.backplane.base import MessageHandler, PublishResult, RoomMessage, StoredMessage
+from roomcast.backplane.natsclient import (
+    MAX_PENDING_ACKS,
+    AckError,
+    ApiError,
+    FastHeadersClient,
+    decode_ack,
+    expire,
+)
 
 from roomcast.backoff import backoff_delays
 from roomcast.errors import BackplaneError, ConfigError, PublishError
 
 log = logging.getLogger("roomcast.backplane")
-
-#: Publishes awaiting their JetStream ack, at most (beyond it, publishers wait their turn).
-MAX_PENDING_ACKS = 8192
-
-
-class _ApiError(msgspec.Struct):
-    code: int = 0
-    err_code: int = 0
-    description: str = ""
-
-
-class _PubAck(msgspec.Struct):
-    seq: int = 0
-    duplicate: bool = False
-    error: _ApiError | None = None
-
-
-_decode_ack = msgspec.json.Decoder(_PubAck).decode
-
-
-_WHITESPACE = re.compile(r"\s")
-
-
-class FastHeadersClient(nats.aio.client.Client):
-    """nats-py's client with a faster parse of plain header blocks (``NATS/1.0`` + lines).
-
-    Every live message (``Nats-Sequence``/``Nats-Last-Sequence``) and every history reply
-    carries headers; nats-py 2.16 checks each key character by character in a generator,
-    which was the largest single cost of a reconnect storm's replays (docs/performance.md).
-    The result is the same dict (tests/unit/test_nats_headers.py compares both); blocks with
-    an inline status (``NATS/1.0 503``) still go through nats-py's own parser.
-    """
-
-    async def _process_headers(self, headers):
-        if not headers or not headers.startswith(b"NATS/1.0\r\n"):
-            return await super()._process_headers(headers)
-        out: dict[str, str] = {}
-        for line in headers[10:].split(b"\r\n"):
-            name, sep, value = line.partition(b":")
-            if not sep:
-                continue
-            try:
-                key = name.strip().decode("ascii")
-            except UnicodeDecodeError:
-                continue
-            if _WHITESPACE.search(key) is None:
-                out[key] = value.strip().decode("utf-8", "replace")
-        return out or None
-
-
-class AckError(Exception):
-    """JetStream refused a publish or nobody answered it (no stream / no responders)."""
-
 
 @dataclass(frozen=True)
 class NatsConfig:
@@ -288,7 +241,7 @@ class NatsBackplane:
             self._ack_counter += 1
             token = str(self._ack_counter)
             self._acks[token] = fut
-            timer = loop.call_later(timeout, _expire, fut)
+            timer = loop.call_later(timeout, expire, fut)
             fut.add_done_callback(lambda _f: self._ack_done(token, timer))
             await self._nc.publish(subject, body, reply=self._ack_prefix + token,
                                    headers={"Nats-Msg-Id": msg_id})
@@ -324,12 +277,12 @@ class NatsBackplane:
             fut.set_exception(AckError(f"{h.get('Status')} {h.get('Description', '')}".strip()))
             return
         try:
-            ack = _decode_ack(msg.data)
+            ack = decode_ack(msg.data)
         except msgspec.DecodeError as exc:
             fut.set_exception(AckError(f"unreadable ack: {exc}"))
             return
         if ack.error is not None or ack.seq <= 0:
-            err = ack.error or _ApiError(description="ack without a sequence")
+            err = ack.error or ApiError(description="ack without a sequence")
             fut.set_exception(AckError(f"{err.code}/{err.err_code} {err.description}"))
             return
         fut.set_result(PublishResult(ack.seq, ack.duplicate))
@@ -410,11 +363,6 @@ class NatsBackplane:
         if h.get("Status"):
             return 0
         return int(h["Nats-Sequence"])
-
-
-def _expire(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError("no JetStream ack in time"))
 
 
 async def ensure_stream(nc, sc: StreamConfig, deadline: float):

@@ -7,9 +7,7 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
-import gc
 import itertools
 import logging
 import random
@@ -23,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 from roomcast.backplane.base import Backplane
 from roomcast.backplane.nats import NatsBackplane
 from roomcast.node.connection import Connection, wait_all
+from roomcast.node.lean import slim_connection, tune_gc
 from roomcast.node.metrics import NodeMetrics
 from roomcast.node.peer import Peer, PeerLimits
 from roomcast.node.rooms import RoomRegistry
@@ -42,8 +41,6 @@ from roomcast.resume import ResumeSigner
 log = logging.getLogger("roomcast.node")
 
 WS_PATH = "/ws"
-#: Replaces each served handshake request's headers (shared, never modified).
-NO_HEADERS = Headers()
 CLOSE_TIMEOUT = 3.0  # seconds a client gets to answer our close frame
 EXPIRY_SWEEP = 1.0  # seconds between checks for expired tokens
 
@@ -314,10 +311,7 @@ class Node:
         # The handshake is over: do not keep its headers (and the token in its path) alive for
         # the life of the connection (docs/performance.md). websockets' parser generator still
         # references the request object, so it is emptied in place rather than dropped.
-        ws.response = None
-        ws.request.path = WS_PATH
-        ws.request.headers = NO_HEADERS
-        slim_queues(ws)
+        slim_connection(ws, WS_PATH)
         ws.roomcast_identity = None
         conn_id = f"{self.instance}.{next(self._ids)}"
         peer = Peer(identity, conn_id, self.limits, asyncio.get_running_loop().time())
@@ -388,48 +382,6 @@ def _token_from(request: Request, query: str) -> str | None:
         return auth[7:].strip()
     values = parse_qs(query).get("token")
     return values[0] if values else None
-
-
-#: Young-generation threshold of the cyclic GC while serving (Python's default is 700).
-GC_THRESHOLD = (20_000, 20, 50)
-
-
-def tune_gc() -> None:
-    """Move what startup allocated out of the collector's way (``gc.freeze``) and collect the
-    young generation less often: the hot paths allocate many short-lived objects (futures,
-    frames) that reference counting frees anyway, and at Python's default threshold the
-    collector ran every ~35 publishes (``docs/performance.md``)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
-
-
-class SmallQueue(list):
-    """The part of :class:`collections.deque` websockets uses on a connection's internal
-    queues (``append``, ``popleft``, ``extendleft``, ``remove``, iteration). An empty deque
-    takes 624 bytes, this 56: those queues are almost always empty or tiny."""
-
-    __slots__ = ()
-
-    def popleft(self):
-        return self.pop(0)
-
-    def extendleft(self, items) -> None:
-        self[0:0] = list(items)[::-1]
-
-
-def slim_queues(ws: ServerConnection) -> None:
-    """Swap websockets' per-connection deques (frames waiting for ``recv``, writers waiting
-    for ``drain``) for :class:`SmallQueue`, only where they are the empty deques expected
-    (a websockets upgrade that changes them leaves them alone; tests/unit/test_small_queue.py
-    and tests/integration/test_cluster.py check both)."""
-    frames = getattr(getattr(ws, "recv_messages", None), "frames", None)
-    queue = getattr(frames, "queue", None)
-    if type(queue) is collections.deque and not queue:
-        frames.queue = SmallQueue()
-    waiters = getattr(ws, "drain_waiters", None)
-    if type(waiters) is collections.deque and not waiters:
-        ws.drain_waiters = SmallQueue()
 
 
 async def run_node(config: NodeConfig) -> int:

@@ -24,7 +24,8 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
 from roomcast.backplane import subjects
-from roomcast.backplane.nats import AckError, ensure_stream
+from roomcast.backplane.nats import ensure_stream
+from roomcast.backplane.natsclient import AckError
 from roomcast.presence.state import Conn, Delta, Op, PresenceState, Transition
 
 from roomcast.errors import ConfigError

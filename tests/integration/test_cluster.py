@@ -230,7 +230,7 @@ async def test_bad_tokens_get_401_before_upgrade(nodes, make_token, reason):
 async def test_connection_internals_are_slimmed_and_messages_still_flow(nodes):
     """The idle-memory measures hold on the installed websockets (docs/performance.md):
     handshake headers dropped, internal deques swapped for SmallQueue; traffic unaffected."""
-    from roomcast.node.server import NO_HEADERS, SmallQueue
+    from roomcast.node.lean import NO_HEADERS, SmallQueue
 
     a, _ = nodes
     room = room_name()

@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 from roomcast.backplane.memory import MemoryBackplane
-from roomcast.backplane.nats import AckError, NatsBackplane, NatsConfig
+from roomcast.backplane.nats import NatsBackplane, NatsConfig
+from roomcast.backplane.natsclient import AckError
 from roomcast.node.server import Node
 
 from roomcast.errors import PublishError

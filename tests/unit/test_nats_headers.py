@@ -7,7 +7,7 @@ import asyncio
 import nats.aio.client
 from hypothesis import given
 from hypothesis import strategies as st
-from roomcast.backplane.nats import FastHeadersClient
+from roomcast.backplane.natsclient import FastHeadersClient
 
 REAL = [
     b"NATS/1.0\r\nNats-Stream: ROOMS\r\nNats-Subject: room.a\r\nNats-Sequence: 42\r\n"
