@@ -257,3 +257,27 @@ async def test_connection_is_closed_with_4500_when_its_token_expires(nodes):
     code = await asyncio.wait_for(asyncio.shield(c.closed), 10 * UNIT)
     assert code == 4500
     assert asyncio.get_running_loop().time() - t0 <= 2 + 1 + 2 * UNIT
+
+
+async def test_compression_on_delivers_in_order_to_compressed_and_plain_clients(nats3):
+    """With --compression, room traffic goes through websockets' per-connection (compressed)
+    path instead of the shared pre-framed bytes; both kinds of client get every message."""
+    node = await start_node(nats3.urls, node_id="node-z", compression=True)
+    try:
+        room = room_name()
+        zipped = await WsClient.connect(node.port, compression="deflate")
+        plain = await WsClient.connect(node.port, compression=None)
+        assert "permessage-deflate" in (zipped.ws.response.headers.get(
+            "Sec-WebSocket-Extensions") or "")
+        for c in (zipped, plain):
+            await c.join(room)
+        for i in range(30):
+            await plain.publish(room, {"i": i, "pad": "x" * 200})
+        for c in (zipped, plain):
+            msgs = await c.wait_messages(room, 30)
+            assert [m["data"]["i"] for m in msgs] == list(range(30))
+            assert_chain(msgs)
+        await zipped.close()
+        await plain.close()
+    finally:
+        await node.stop()
