@@ -15,12 +15,13 @@ import argparse
 import asyncio
 import json
 import random
+import resource
 import signal
 import time
 
 import msgspec
 
-from bench.harness import Cluster, machine, percentile
+from bench.harness import Cluster, cpu_seconds, machine, percentile
 from bench.wsclient import connect
 from roomcast.client.model import Verdict, judge
 
@@ -96,6 +97,13 @@ class RawClient:
                 await asyncio.sleep(random.uniform(0, 0.25))
 
 
+def _cpus(cluster, survivors) -> tuple[float, float, float]:
+    """CPU seconds so far of the surviving nodes, the NATS servers and this load generator."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return (sum(cpu_seconds(n.proc.pid) for n in survivors), cluster.nats_cpu(),
+            own.ru_utime + own.ru_stime)
+
+
 async def run(args) -> dict:
     env = {"ROOMCAST_LOG_LEVEL": "error", **dict(e.split("=", 1) for e in args.env)}
     with Cluster(nodes=3, nats=3, env=env) as cluster:
@@ -135,6 +143,7 @@ async def run(args) -> dict:
         ptasks = [asyncio.create_task(publisher(r)) for r in rooms]
         await asyncio.sleep(2.0)
         kill_at = time.monotonic()
+        cpu0 = _cpus(cluster, (n2, n3))
         n1.proc.send_signal(signal.SIGKILL)
         for c in clients:
             c.kill_at = kill_at
@@ -145,6 +154,8 @@ async def run(args) -> dict:
         while time.monotonic() < deadline and not all(  # noqa: ASYNC110 - polled bench state
                 c.delivering_at for c in clients):
             await asyncio.sleep(0.05)
+        cpu1 = _cpus(cluster, (n2, n3))
+        storm_cpu = [round(b - a, 2) for a, b in zip(cpu0, cpu1, strict=True)]
         stop.set()
         await asyncio.gather(*ptasks)
         await asyncio.sleep(2.0)
@@ -161,7 +172,7 @@ async def run(args) -> dict:
                 "deliver_max": dlv[-1] if dlv else float("nan"),
                 "published": sum(len(v) for v in acked.values()), "lost": lost, "dups": dups,
                 "gaps": sum(c.gaps for c in clients),
-                "room_errors": sum(c.errors for c in clients)}
+                "room_errors": sum(c.errors for c in clients), "storm_cpu": storm_cpu}
 
 
 def main() -> None:
@@ -182,6 +193,9 @@ def main() -> None:
     print(f"| {r['clients']} | {r['resumed']} | {r['resume_p50']:.2f} | {r['resume_max']:.2f} | "
           f"{r['deliver_max']:.2f} | {r['published']} | {r['lost']} | {r['dups']} | {r['gaps']} | "
           f"{r['room_errors']} |")
+    nodes, nats, gen = r["storm_cpu"]
+    print(f"\nCPU seconds from the kill until all delivered again: surviving nodes {nodes}, "
+          f"NATS servers {nats}, load generator {gen}")
 
 
 if __name__ == "__main__":
