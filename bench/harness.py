@@ -86,6 +86,26 @@ class Cluster:
         return [rss_bytes(n.proc.pid) for n in self.node_procs]
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Restrict every thread of process ``pid`` to ``cpus`` (Linux)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass  # the thread ended meanwhile
+
+
+def pin_split(cluster: Cluster) -> None:
+    """NATS servers on CPU 0; edge nodes and this load generator on the other CPUs, as when
+    NATS runs on its own machines. Needs at least two CPUs."""
+    rest = set(range(1, os.cpu_count() or 1)) or {0}
+    for server in cluster.nats_cluster.servers:
+        pin(server.proc.pid, {0})
+    for node in cluster.node_procs:
+        pin(node.proc.pid, rest)
+    pin(os.getpid(), rest)
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")

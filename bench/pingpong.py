@@ -16,7 +16,7 @@ import time
 
 import msgspec
 
-from bench.harness import Cluster, machine, percentile
+from bench.harness import Cluster, machine, percentile, pin_split
 from bench.wsclient import connect
 
 
@@ -36,6 +36,8 @@ decode = msgspec.json.Decoder(Msg).decode
 
 async def run(args) -> dict:
     with Cluster(nodes=2, nats=args.nats) as cluster:
+        if args.pin:
+            pin_split(cluster)
         p1, p2 = (n.port for n in cluster.node_procs)
         path = f"/ws?token={cluster.token('pp')}"
         rtts: list[int] = []
@@ -93,8 +95,11 @@ def main() -> None:
     ap.add_argument("--rate", type=float, nargs="+", default=[0.0, 500.0],
                     help="pings per second (0: sequential)")
     ap.add_argument("--nats", type=int, default=3)
+    ap.add_argument("--pin", action="store_true",
+                    help="NATS servers on CPU 0, nodes and load generator on the others")
     args = ap.parse_args()
-    print(f"# cross-node round trip, NATS {args.nats} servers; {machine()}")
+    print(f"# cross-node round trip, NATS {args.nats} servers"
+          f"{', pinned: NATS on CPU 0, the rest on the others' if args.pin else ''}; {machine()}")
     print("| pings/s | round trips | p50 ms | p99 ms | max ms | lost |")
     print("|---|---|---|---|---|---|")
     import uvloop
