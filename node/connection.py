@@ -1,9 +1,11 @@
 """The I/O of one client connection: read frames, carry out the Peer's actions, write frames.
 
-Every frame to the client goes through :meth:`Connection.send_frame`, the one seam that writes
-pre-encoded bytes straight into the websockets protocol and transport without awaiting
-(``docs/performance.md``). It respects the connection state and bounds the send buffer: a
-client that does not read is closed with 4001 and resumes from its last ``seq`` later.
+Every frame to the client goes through one of two seams that write pre-encoded bytes straight
+to the transport without awaiting (``docs/performance.md``): :meth:`Connection.send_frame` for
+the connection's own frames (queued, written once per loop iteration) and
+:meth:`Connection.write_shared` for a room's frames of the iteration (the same joined bytes for
+every member). Both respect the connection state and bound the send buffer: a client that does
+not read is closed with 4001 and resumes from its last ``seq`` later.
 """
 
 from __future__ import annotations

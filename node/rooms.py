@@ -1,8 +1,9 @@
 """Rooms on one node: reference-counted subscriptions, ordered fan-out, catch-up.
 
 * A node subscribes to a room's live subject while it has at least one local member.
-* Each live message is encoded once into a ``message`` frame and the same bytes go to every
-  local member (``docs/performance.md``).
+* Each live message is encoded and framed once; a room's frames of one event-loop iteration
+  are joined once and the same bytes are written to every local member (:meth:`flush`,
+  ``docs/performance.md``).
 * A per-room sequencer drops duplicates (``seq <= last``) and, when ``prev`` shows a gap (the
   node missed messages, e.g. across a NATS reconnect), reads the missing ones from JetStream
   before delivering anything newer. Members therefore see a gap-free ``prev`` chain.
