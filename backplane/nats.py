@@ -158,8 +158,10 @@ class NatsBackplane:
         self._hist_prefix = self._nc.new_inbox() + "."
         await self._nc.subscribe(self._hist_prefix + "*", cb=self._on_history_reply)
         self._ack_prefix = self._nc.new_inbox() + "."
-        await self._nc.subscribe(self._ack_prefix + "*", cb=self._on_ack,
-                                 pending_msgs_limit=-1, pending_bytes_limit=64 * 1024 * 1024)
+        sub = await self._nc.subscribe(self._ack_prefix + "*", cb=self._on_ack,
+                                       pending_msgs_limit=-1,
+                                       pending_bytes_limit=64 * 1024 * 1024)
+        self._nc.direct(sub, self._on_ack_raw)
         if self.on_state_change:
             self.on_state_change(True)
 
@@ -243,8 +245,7 @@ class NatsBackplane:
             self._acks[token] = fut
             timer = loop.call_later(timeout, expire, fut)
             fut.add_done_callback(lambda _f: self._ack_done(token, timer))
-            await self._nc.publish(subject, body, reply=self._ack_prefix + token,
-                                   headers={"Nats-Msg-Id": msg_id})
+            await self._nc.publish_msg_id(subject, self._ack_prefix + token, msg_id, body)
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             if not fut.done():
                 fut.set_exception(exc)
@@ -268,7 +269,18 @@ class NatsBackplane:
                 raise TimeoutError("too many publishes awaiting their ack")
             await asyncio.wait_for(self._ack_room.wait(), left)
 
+    def _on_ack_raw(self, subject: bytes, headers: bytes | None, data: bytes) -> None:
+        fut = self._acks.get(subject[len(self._ack_prefix):].decode())
+        if fut is None or fut.done():
+            return  # timed out already; the retry (same msg id) gets the answer
+        if headers and headers[8:9] == b" ":  # inline status, e.g. "NATS/1.0 503\r\n\r\n"
+            status = headers[9:].split(b"\r\n", 1)[0].decode(errors="replace").strip()
+            fut.set_exception(AckError(status))
+            return
+        _resolve(fut, data)
+
     async def _on_ack(self, msg: Msg) -> None:
+        """The same through nats-py's subscription machinery (unused while ``direct`` holds)."""
         fut = self._acks.get(msg.subject[len(self._ack_prefix):])
         if fut is None or fut.done():
             return  # timed out already; the retry (same msg id) gets the answer
@@ -276,16 +288,7 @@ class NatsBackplane:
         if h and h.get("Status"):
             fut.set_exception(AckError(f"{h.get('Status')} {h.get('Description', '')}".strip()))
             return
-        try:
-            ack = decode_ack(msg.data)
-        except msgspec.DecodeError as exc:
-            fut.set_exception(AckError(f"unreadable ack: {exc}"))
-            return
-        if ack.error is not None or ack.seq <= 0:
-            err = ack.error or ApiError(description="ack without a sequence")
-            fut.set_exception(AckError(f"{err.code}/{err.err_code} {err.description}"))
-            return
-        fut.set_result(PublishResult(ack.seq, ack.duplicate))
+        _resolve(fut, msg.data)
 
     # -- live ------------------------------------------------------------------------
 
@@ -385,6 +388,19 @@ async def ensure_stream(nc, sc: StreamConfig, deadline: float):
             last_exc = exc
             await asyncio.sleep(0.1)
     raise BackplaneError(f"JetStream stream {sc.name!r} not available: {last_exc!r}")
+
+
+def _resolve(fut: asyncio.Future, data: bytes) -> None:
+    try:
+        ack = decode_ack(data)
+    except msgspec.DecodeError as exc:
+        fut.set_exception(AckError(f"unreadable ack: {exc}"))
+        return
+    if ack.error is not None or ack.seq <= 0:
+        err = ack.error or ApiError(description="ack without a sequence")
+        fut.set_exception(AckError(f"{err.code}/{err.err_code} {err.description}"))
+        return
+    fut.set_result(PublishResult(ack.seq, ack.duplicate))
 
 
 def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 
 import msgspec
 import nats.aio.client
+import nats.errors
 
 #: Publishes awaiting their JetStream ack, at most (beyond it, publishers wait their turn).
 MAX_PENDING_ACKS = 8192
@@ -43,6 +45,50 @@ class FastHeadersClient(nats.aio.client.Client):
     The result is the same dict (tests/unit/test_nats_headers.py compares both); blocks with
     an inline status (``NATS/1.0 503``) still go through nats-py's own parser.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: Subscriptions whose messages skip nats-py's Msg, queue and task (see direct()).
+        self._direct: dict[int, Callable[[bytes, bytes | None, bytes], None]] = {}
+
+    def direct(self, sub, handler: Callable[[bytes, bytes | None, bytes], None]) -> None:
+        """Hand ``sub``'s messages to ``handler(subject, raw_headers, data)`` straight from the
+        protocol parser, on the event loop: no ``Msg`` object, no pending queue, no task wakeup
+        per message. For the JetStream ack inbox, where that was a large part of a publish."""
+        self._direct[sub._id] = handler
+
+    async def publish_msg_id(self, subject: str, reply: str, msg_id: str, payload: bytes) -> None:
+        """``publish(subject, payload, reply=reply, headers={"Nats-Msg-Id": msg_id})`` with the
+        same checks, the ``HPUB`` command built in one step. Callers pass subjects made from
+        validated room names; an id with a line break goes through nats-py's own path."""
+        if "\r" in msg_id or "\n" in msg_id:
+            await self.publish(subject, payload, reply=reply, headers={"Nats-Msg-Id": msg_id})
+            return
+        if self.is_closed:
+            raise nats.errors.ConnectionClosedError
+        if self.is_draining_pubs:
+            raise nats.errors.ConnectionDrainingError
+        size = len(payload)
+        if not self.is_connected and (self._max_pending_size <= 0
+                                      or size + self._pending_data_size > self._max_pending_size):
+            raise nats.errors.OutboundBufferLimitError
+        if size > self._max_payload:
+            raise nats.errors.MaxPayloadError
+        hdr = b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % msg_id.strip().encode()
+        self.stats["out_msgs"] += 1
+        self.stats["out_bytes"] += size
+        await self._send_command(b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
+            subject.encode(), reply.encode(), len(hdr), len(hdr) + size, hdr, payload))
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
+
+    async def _process_msg(self, sid, subject, reply, data, headers):
+        handler = self._direct.get(sid)
+        if handler is None:
+            return await super()._process_msg(sid, subject, reply, data, headers)
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(data)
+        handler(subject, headers or None, data)
 
     async def _process_headers(self, headers):
         if not headers or not headers.startswith(b"NATS/1.0\r\n"):
