@@ -24,6 +24,7 @@ from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
 from roomcast.backplane import subjects
 from roomcast.backplane.base import MessageHandler, PublishResult, RoomMessage, StoredMessage
 from roomcast.backplane.natsclient import (
+    ACK_SWEEP,
     MAX_PENDING_ACKS,
     AckError,
     ApiError,
@@ -89,7 +90,8 @@ class NatsBackplane:
         self._hist_waiters: dict[str, asyncio.Queue[Msg]] = {}
         self._hist_counter = 0
         self._ack_prefix = ""
-        self._acks: dict[str, asyncio.Future] = {}
+        self._acks: dict[str, tuple[asyncio.Future, float]] = {}  # token -> (future, deadline)
+        self._ack_sweeper: asyncio.Task | None = None
         self._ack_counter = 0
         self._ack_room: asyncio.Event | None = None  # set when a pending-ack slot frees up
         self.on_state_change = None  # callable(connected: bool) for metrics/readiness
@@ -162,6 +164,7 @@ class NatsBackplane:
                                        pending_msgs_limit=-1,
                                        pending_bytes_limit=64 * 1024 * 1024)
         self._nc.direct(sub, self._on_ack_raw)
+        self._ack_sweeper = asyncio.get_running_loop().create_task(self._expire_acks())
         if self.on_state_change:
             self.on_state_change(True)
 
@@ -185,6 +188,8 @@ class NatsBackplane:
 
     async def close(self) -> None:
         self._closing = True
+        if self._ack_sweeper is not None:
+            self._ack_sweeper.cancel()
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await self._nc.drain()
@@ -236,28 +241,47 @@ class NatsBackplane:
         """:meth:`publish_begin` for any subject a stream captures (presence events too)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[PublishResult] = loop.create_future()
-        timeout = self.config.publish_attempt_timeout
+        token = ""
         try:
             if len(self._acks) >= MAX_PENDING_ACKS:
-                await self._wait_for_ack_room(loop.time() + timeout)
+                await self._wait_for_ack_room(loop.time() + self.config.publish_attempt_timeout)
             self._ack_counter += 1
             token = str(self._ack_counter)
-            self._acks[token] = fut
-            timer = loop.call_later(timeout, expire, fut)
-            fut.add_done_callback(lambda _f: self._ack_done(token, timer))
+            # Insertion order is deadline order (one timeout for all): _expire_acks sweeps the
+            # front instead of a timer per publish.
+            self._acks[token] = (fut, loop.time() + self.config.publish_attempt_timeout)
             await self._nc.publish_msg_id(subject, self._ack_prefix + token, msg_id, body)
         except (TimeoutError, nats.errors.Error, OSError) as exc:
+            self._take_ack(token)
             if not fut.done():
                 fut.set_exception(exc)
         return fut
 
-    def _ack_done(self, token: str, timer: asyncio.TimerHandle) -> None:
-        timer.cancel()
-        acks = self._acks
-        acks.pop(token, None)
-        if self._ack_room is not None and len(acks) < MAX_PENDING_ACKS:
+    def _take_ack(self, token: str) -> asyncio.Future | None:
+        """Remove a pending ack; the future if it still waits."""
+        entry = self._acks.pop(token, None)
+        if self._ack_room is not None and len(self._acks) < MAX_PENDING_ACKS:
             self._ack_room.set()
             self._ack_room = None
+        if entry is None or entry[0].done():
+            return None  # timed out already; the retry (same msg id) gets the answer
+        return entry[0]
+
+    async def _expire_acks(self) -> None:
+        """Fail attempts whose ack is overdue (within ``ACK_SWEEP`` of their deadline)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(ACK_SWEEP)
+            now = loop.time()
+            overdue = []
+            for token, (_, deadline) in self._acks.items():
+                if deadline > now:
+                    break
+                overdue.append(token)
+            for token in overdue:
+                fut = self._take_ack(token)
+                if fut is not None:
+                    expire(fut)
 
     async def _wait_for_ack_room(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -270,9 +294,9 @@ class NatsBackplane:
             await asyncio.wait_for(self._ack_room.wait(), left)
 
     def _on_ack_raw(self, subject: bytes, headers: bytes | None, data: bytes) -> None:
-        fut = self._acks.get(subject[len(self._ack_prefix):].decode())
-        if fut is None or fut.done():
-            return  # timed out already; the retry (same msg id) gets the answer
+        fut = self._take_ack(subject[len(self._ack_prefix):].decode())
+        if fut is None:
+            return
         if headers and headers[8:9] == b" ":  # inline status, e.g. "NATS/1.0 503\r\n\r\n"
             status = headers[9:].split(b"\r\n", 1)[0].decode(errors="replace").strip()
             fut.set_exception(AckError(status))
@@ -281,9 +305,9 @@ class NatsBackplane:
 
     async def _on_ack(self, msg: Msg) -> None:
         """The same through nats-py's subscription machinery (unused while ``direct`` holds)."""
-        fut = self._acks.get(msg.subject[len(self._ack_prefix):])
-        if fut is None or fut.done():
-            return  # timed out already; the retry (same msg id) gets the answer
+        fut = self._take_ack(msg.subject[len(self._ack_prefix):])
+        if fut is None:
+            return
         h = msg.headers
         if h and h.get("Status"):
             fut.set_exception(AckError(f"{h.get('Status')} {h.get('Description', '')}".strip()))

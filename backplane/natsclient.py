@@ -16,6 +16,8 @@ import nats.errors
 
 #: Publishes awaiting their JetStream ack, at most (beyond it, publishers wait their turn).
 MAX_PENDING_ACKS = 8192
+#: Seconds between sweeps that fail publish attempts whose ack is overdue.
+ACK_SWEEP = 0.1
 
 
 class ApiError(msgspec.Struct):

@@ -323,7 +323,7 @@ class Connection:
         body = p.stored_body(self.peer.user_json, int(time.time() * 1000), a.client_id, a.body)
         t0 = time.perf_counter()
         fut = await self.node.backplane.publish_begin(a.room, body, a.dedupe_id)
-        self.node.track_inflight(fut)
+        self.node.inflight.add(fut)  # both sets: drains wait for it; the callback removes it
         if self._inflight is None:
             self._inflight = set()
         self._inflight.add(fut)
@@ -332,6 +332,7 @@ class Connection:
     def _first_attempt_done(self, a: DoPublish, body: bytes, t0: float,
                             fut: asyncio.Future) -> None:
         self._inflight.discard(fut)
+        self.node.inflight.discard(fut)
         if fut.cancelled():
             return
         exc = fut.exception()

@@ -75,7 +75,8 @@ class Node:
         self._port = config.port
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
-        self._inflight: set[asyncio.Future] = set()
+        #: Publishes awaiting their ack and their retry tasks: a drain waits for them.
+        self.inflight: set[asyncio.Future] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -137,7 +138,7 @@ class Node:
         # Keep listening while draining: /readyz answers 503 "draining", /metrics shows the
         # drain, and new upgrades get 503 (see _process_request). The listener closes last.
         await self._close_paced(self.config.drain_window)
-        await self._wait(self._inflight, self.config.drain_timeout)
+        await self._wait(self.inflight, self.config.drain_timeout)
         if self._server is not None:
             self._server.close(close_connections=True)
             try:
@@ -246,14 +247,9 @@ class Node:
             conn.flush()
         self.rooms.flush()
 
-    def track_inflight(self, fut: asyncio.Future) -> None:
-        """Count ``fut`` (a publish awaiting its ack) as in flight: a drain waits for it."""
-        self._inflight.add(fut)
-        fut.add_done_callback(self._inflight.discard)
-
     def spawn(self, coro, *, inflight: bool = False) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
-        group = self._inflight if inflight else self._tasks
+        group = self.inflight if inflight else self._tasks
         group.add(task)
         task.add_done_callback(group.discard)
         return task

@@ -36,6 +36,28 @@ async def test_publish_without_a_stream_fails_fast_then_reports(nats1):
         await bp.close()
 
 
+async def test_an_overdue_ack_fails_the_attempt_with_a_timeout(nats1):
+    """Attempts whose ack does not come within publish_attempt_timeout fail with TimeoutError
+    (one sweep for all pending acks, no timer each); a late ack is then ignored."""
+    bp = NatsBackplane(NatsConfig(urls=tuple(nats1.urls), replicas=1,
+                                  stream=f"T{uuid.uuid4().hex[:8]}".upper(),
+                                  publish_attempt_timeout=0.3))
+    await bp.start()
+    try:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        bp._acks["never"] = (fut, loop.time() + 0.3)  # as if the ack were lost
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(fut, 2.0)
+        assert "never" not in bp._acks
+        bp._on_ack_raw((bp._ack_prefix + "never").encode(), None, b'{"seq":1}')  # late: ignored
+        ok = await bp.publish_begin("r1", b"x", uuid.uuid4().hex)  # real ones still succeed
+        assert (await asyncio.wait_for(ok, 2.0)).seq >= 1
+    finally:
+        await bp._nc.jetstream().delete_stream(bp.config.stream)
+        await bp.close()
+
+
 class FlakyFirstAttempt(MemoryBackplane):
     """Every first attempt fails transiently (as a timed-out ack would)."""
 
@@ -56,7 +78,7 @@ async def test_node_retries_a_failed_first_attempt_and_acks_once():
         assert ack["type"] == "ack" and ack["seq"] >= 1
         (msg,) = await c.wait_messages(r, 1)
         assert msg["seq"] == ack["seq"] and msg["data"] == {"n": 1}
-        assert not node._inflight
+        assert not node.inflight
         await c.close()
     finally:
         await node.stop()
