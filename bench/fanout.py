@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
 import time
 
 import msgspec
 
-from bench.harness import Cluster, machine, percentile
+from bench.harness import Cluster, machine, percentile, self_cpu
 from bench.wsclient import connect
 from roomcast.client.model import Verdict, judge
 
@@ -64,10 +63,6 @@ class Receiver:
 STATE = {"measuring": False}
 
 
-def _self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
 
 async def run(args) -> dict:
     with Cluster(nodes=args.nodes, nats=args.nats) as cluster:
@@ -109,7 +104,7 @@ async def run(args) -> dict:
             if cpu0 is None and now >= t_measure:
                 STATE["measuring"] = True
                 cpu0, nats0 = cluster.node_cpu(), cluster.nats_cpu()
-                gen0 = _self_cpu()
+                gen0 = self_cpu()
                 d0 = sum(r.count for r in receivers)
             room = tick % args.rooms
             pubs[room].send_text(
@@ -119,7 +114,7 @@ async def run(args) -> dict:
             tick += 1
             await asyncio.sleep(max(0.0, t_start + tick * slot - time.monotonic()))
         cpu1, nats1 = cluster.node_cpu(), cluster.nats_cpu()
-        gen1 = _self_cpu()
+        gen1 = self_cpu()
         d1 = sum(r.count for r in receivers)
         STATE["measuring"] = False
         elapsed = time.monotonic() - t_measure

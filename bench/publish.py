@@ -13,16 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
 import time
 
-from bench.harness import Cluster, machine, percentile
+from bench.harness import Cluster, machine, percentile, self_cpu
 from bench.wsclient import connect
-
-
-def _self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 async def _pace(args, senders, credits, state) -> None:
@@ -111,13 +105,13 @@ async def run(args) -> dict:
                 for _ in range(args.window):
                     send()
         await asyncio.sleep(args.warmup)
-        cpu0, nats0, gen0 = cluster.node_cpu(), cluster.nats_cpu(), _self_cpu()
+        cpu0, nats0, gen0 = cluster.node_cpu(), cluster.nats_cpu(), self_cpu()
         state["measuring"] = True
         t0 = time.monotonic()
         await asyncio.sleep(args.duration)
         state["measuring"] = False
         elapsed = time.monotonic() - t0
-        cpu1, nats1, gen1 = cluster.node_cpu(), cluster.nats_cpu(), _self_cpu()
+        cpu1, nats1, gen1 = cluster.node_cpu(), cluster.nats_cpu(), self_cpu()
         acked = state["acked"]
         state["stop"] = True
         if pacer is not None:

@@ -15,13 +15,12 @@ import argparse
 import asyncio
 import json
 import random
-import resource
 import signal
 import time
 
 import msgspec
 
-from bench.harness import Cluster, cpu_seconds, machine, percentile
+from bench.harness import Cluster, cpu_seconds, machine, percentile, self_cpu
 from bench.wsclient import connect
 from roomcast.client.model import Verdict, judge
 
@@ -99,9 +98,7 @@ class RawClient:
 
 def _cpus(cluster, survivors) -> tuple[float, float, float]:
     """CPU seconds so far of the surviving nodes, the NATS servers and this load generator."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return (sum(cpu_seconds(n.proc.pid) for n in survivors), cluster.nats_cpu(),
-            own.ru_utime + own.ru_stime)
+    return (sum(cpu_seconds(n.proc.pid) for n in survivors), cluster.nats_cpu(), self_cpu())
 
 
 async def run(args) -> dict:

@@ -13,16 +13,10 @@ are ready for the same member at once.
 from __future__ import annotations
 
 import os
-import resource
 import socket
 import time
 
-from bench.harness import machine
-
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+from bench.harness import machine, self_cpu
 
 
 def main() -> None:
@@ -40,23 +34,23 @@ def main() -> None:
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     frame = b"x" * 120  # about one message frame
     n = 5000
-    c0 = _cpu()
+    c0 = self_cpu()
     for _ in range(n):
         time.sleep(0.0002)
-    sleep_cost = (_cpu() - c0) / n
+    sleep_cost = (self_cpu() - c0) / n
 
     def paced(payload: bytes) -> float:
-        c0 = _cpu()
+        c0 = self_cpu()
         for _ in range(n):
             s.send(payload)
             time.sleep(0.0002)
-        return (_cpu() - c0) / n - sleep_cost
+        return (self_cpu() - c0) / n - sleep_cost
 
     asleep = paced(frame)
-    c0 = _cpu()
+    c0 = self_cpu()
     for _ in range(n * 4):
         s.send(frame)
-    busy = (_cpu() - c0) / (n * 4)
+    busy = (self_cpu() - c0) / (n * 4)
     joined = paced(frame * 50)
     s.close()
     os.waitpid(pid, 0)
