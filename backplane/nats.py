@@ -160,9 +160,8 @@ class NatsBackplane:
         self._hist_prefix = self._nc.new_inbox() + "."
         await self._nc.subscribe(self._hist_prefix + "*", cb=self._on_history_reply)
         self._ack_prefix = self._nc.new_inbox() + "."
-        sub = await self._nc.subscribe(self._ack_prefix + "*", cb=self._on_ack,
-                                       pending_msgs_limit=-1,
-                                       pending_bytes_limit=64 * 1024 * 1024)
+        # Acks skip nats-py's per-message machinery: the parser hands them to _on_ack_raw.
+        sub = await self._nc.subscribe(self._ack_prefix + "*")
         self._nc.direct(sub, self._on_ack_raw)
         self._ack_sweeper = asyncio.get_running_loop().create_task(self._expire_acks())
         if self.on_state_change:
@@ -302,17 +301,6 @@ class NatsBackplane:
             fut.set_exception(AckError(status))
             return
         _resolve(fut, data)
-
-    async def _on_ack(self, msg: Msg) -> None:
-        """The same through nats-py's subscription machinery (unused while ``direct`` holds)."""
-        fut = self._take_ack(msg.subject[len(self._ack_prefix):])
-        if fut is None:
-            return
-        h = msg.headers
-        if h and h.get("Status"):
-            fut.set_exception(AckError(f"{h.get('Status')} {h.get('Description', '')}".strip()))
-            return
-        _resolve(fut, msg.data)
 
     # -- live ------------------------------------------------------------------------
 
