@@ -36,14 +36,16 @@ log = logging.getLogger("roomcast.node.connection")
 
 
 async def wait_all(futures: set[asyncio.Future], seconds: float) -> None:
-    """Wait until ``futures`` (a set that done-callbacks may refill, e.g. a publish whose first
-    attempt failed hands over to a retry task) is empty, for at most ``seconds``."""
+    """Wait until every future in ``futures`` is done, for at most ``seconds``. The set may be
+    refilled meanwhile by done-callbacks (a publish whose first attempt failed hands over to a
+    retry task) and may or may not be emptied by them."""
     deadline = time.monotonic() + seconds
-    while futures:
+    await asyncio.sleep(0)  # done-callbacks already scheduled run first (they may add a retry)
+    while pending := [f for f in futures if not f.done()]:
         left = deadline - time.monotonic()
         if left <= 0:
             return
-        await asyncio.wait(list(futures), timeout=left)
+        await asyncio.wait(pending, timeout=left)
         await asyncio.sleep(0)  # let the done-callbacks run (they may add a retry)
 
 
