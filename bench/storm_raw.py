@@ -19,6 +19,8 @@ import signal
 import time
 
 import msgspec
+import nats
+import nats.js.errors
 
 from bench.harness import Cluster, cpu_seconds, machine, percentile, self_cpu
 from bench.wsclient import connect
@@ -96,6 +98,18 @@ class RawClient:
                 await asyncio.sleep(random.uniform(0, 0.25))
 
 
+async def _presence_stored(cluster) -> tuple[int, int]:
+    """(messages, bytes) in the PRESENCE stream, (0, 0) without presence."""
+    nc = await nats.connect(cluster.nats_cluster.urls)
+    try:
+        info = await nc.jetstream().stream_info("PRESENCE")
+        return info.state.messages, info.state.bytes
+    except nats.js.errors.NotFoundError:
+        return 0, 0
+    finally:
+        await nc.close()
+
+
 def _cpus(cluster, survivors) -> tuple[float, float, float]:
     """CPU seconds so far of the surviving nodes, the NATS servers and this load generator."""
     return (sum(cpu_seconds(n.proc.pid) for n in survivors), cluster.nats_cpu(), self_cpu())
@@ -139,6 +153,7 @@ async def run(args) -> dict:
 
         ptasks = [asyncio.create_task(publisher(r)) for r in rooms]
         await asyncio.sleep(2.0)
+        stored0 = await _presence_stored(cluster)
         kill_at = time.monotonic()
         cpu0 = _cpus(cluster, (n2, n3))
         n1.proc.send_signal(signal.SIGKILL)
@@ -153,6 +168,7 @@ async def run(args) -> dict:
             await asyncio.sleep(0.05)
         cpu1 = _cpus(cluster, (n2, n3))
         storm_cpu = [round(b - a, 2) for a, b in zip(cpu0, cpu1, strict=True)]
+        stored1 = await _presence_stored(cluster)
         stop.set()
         await asyncio.gather(*ptasks)
         await asyncio.sleep(2.0)
@@ -169,7 +185,8 @@ async def run(args) -> dict:
                 "deliver_max": dlv[-1] if dlv else float("nan"),
                 "published": sum(len(v) for v in acked.values()), "lost": lost, "dups": dups,
                 "gaps": sum(c.gaps for c in clients),
-                "room_errors": sum(c.errors for c in clients), "storm_cpu": storm_cpu}
+                "room_errors": sum(c.errors for c in clients), "storm_cpu": storm_cpu,
+                "presence_stored": [b - a for a, b in zip(stored0, stored1, strict=True)]}
 
 
 def main() -> None:
@@ -190,9 +207,11 @@ def main() -> None:
     print(f"| {r['clients']} | {r['resumed']} | {r['resume_p50']:.2f} | {r['resume_max']:.2f} | "
           f"{r['deliver_max']:.2f} | {r['published']} | {r['lost']} | {r['dups']} | {r['gaps']} | "
           f"{r['room_errors']} |")
-    nodes, nats, gen = r["storm_cpu"]
+    nodes, nats_cpu, gen = r["storm_cpu"]
     print(f"\nCPU seconds from the kill until all delivered again: surviving nodes {nodes}, "
-          f"NATS servers {nats}, load generator {gen}")
+          f"NATS servers {nats_cpu}, load generator {gen}")
+    msgs, size = r["presence_stored"]
+    print(f"Presence events stored meanwhile: {msgs} messages, {size} bytes")
 
 
 if __name__ == "__main__":

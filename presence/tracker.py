@@ -1,8 +1,8 @@
 """Moves presence between nodes over NATS; the logic is in :mod:`roomcast.presence.state`.
 
 * Each local join/leave becomes one delta on ``roomcast.presence.delta`` (core NATS) and one
-  event stored in the ``PRESENCE`` stream for backends: O(1) NATS operations, whatever the size
-  of the room.
+  event for backends, stored in the ``PRESENCE`` stream by :mod:`roomcast.presence.eventlog`
+  (batched per room under load): O(1) NATS operations, whatever the size of the room.
 * Every node heartbeats its counter; a heartbeat ahead of what was applied, a gap in a
   delta's counter, or a node never seen before makes us ask that node for a snapshot.
 * A node silent for ``timeout`` seconds is dead: its connections are removed, members get
@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
 from roomcast.backplane import subjects
 from roomcast.backplane.nats import ensure_stream
-from roomcast.backplane.natsclient import AckError
+from roomcast.presence.eventlog import EventLog
 from roomcast.presence.state import Conn, Delta, Op, PresenceState, Transition
 
 from roomcast.errors import ConfigError
@@ -111,6 +111,11 @@ _dec_snap = msgspec.json.Decoder(_Snapshot)
 _dec_hb = msgspec.json.Decoder(_Heartbeat)
 
 
+def _event(op: Op, c: Conn, first: bool, last: bool, reason: str) -> bytes:
+    return _enc.encode(BackendEvent(op.value, c.room, c.user, c.conn, c.node,
+                                    int(time.time() * 1000), first, last, reason, c.info))
+
+
 def _wire(c: Conn) -> _Conn:
     return _Conn(c.room, c.conn, c.user, c.node, c.joined_at, c.info)
 
@@ -132,7 +137,7 @@ class PresenceTracker:
                  replicas: int, on_transitions: Callable[[list[Transition]], None],
                  close_conn: Callable[[str], None]) -> None:
         self.nc = nc
-        self._store = store  # NatsBackplane.store_begin: JetStream publish, acks in flight
+        self.events = EventLog(store)  # store: NatsBackplane.store_begin
         self.node_id = node_id
         self.instance = instance
         self.config = config
@@ -163,7 +168,11 @@ class PresenceTracker:
         await self._hello()
         self._hb_task = asyncio.get_running_loop().create_task(self._heartbeats())
 
-    async def close(self) -> None:
+    async def close(self, flush_seconds: float = 5.0) -> None:
+        """Stop; first store the events still waiting (a drained node's leaves)."""
+        if not await self.events.flush(flush_seconds):
+            log.warning("presence events still waiting at shutdown: %d", self.events.pending)
+        self.events.close()
         if self._hb_task:
             self._hb_task.cancel()
         for t in list(self._tasks):
@@ -226,28 +235,10 @@ class PresenceTracker:
         self._spawn(self.nc.publish(subjects.PRESENCE_DELTA, payload))
         first = delta.op is Op.JOIN and any(t.conn.conn == delta.conn.conn for t in trans)
         last = delta.op is Op.LEAVE and any(t.conn.conn == delta.conn.conn for t in trans)
-        self._store_event(delta.op, delta.conn, first, last, "client",
-                          f"{self.instance}:{delta.counter}")
+        self.events.add(delta.conn.room, _event(delta.op, delta.conn, first, last, "client"),
+                        f"{self.instance}:{delta.counter}")
         if trans:
             self._on_transitions(trans)
-
-    def _store_event(self, op: Op, c: Conn, first: bool, last: bool, reason: str,
-                     msg_id: str) -> None:
-        ev = BackendEvent(op.value, c.room, c.user, c.conn, c.node, int(time.time() * 1000),
-                          first, last, reason, c.info)
-        self._spawn(self._publish_event(subjects.presence_events(c.room), _enc.encode(ev), msg_id))
-
-    async def _publish_event(self, subject: str, body: bytes, msg_id: str) -> None:
-        deadline = time.monotonic() + 20.0
-        while True:
-            try:
-                await (await self._store(subject, body, msg_id))
-                return
-            except (TimeoutError, AckError, nats.errors.Error, OSError) as exc:
-                if time.monotonic() > deadline:
-                    log.warning("presence event not stored: %s", exc)
-                    return
-                await asyncio.sleep(0.25)
 
     # -- remote changes ----------------------------------------------------------------
 
@@ -358,8 +349,12 @@ class PresenceTracker:
     async def _store_down_events(self, events: list[tuple[Conn, bool]], delay: float) -> None:
         if delay:
             await asyncio.sleep(delay)
+        by_room: dict[str, list[tuple[str, bytes]]] = {}
         for c, last in events:
-            self._store_event(Op.LEAVE, c, False, last, "node_down", f"down:{c.room}:{c.conn}")
+            by_room.setdefault(c.room, []).append(
+                (c.conn, _event(Op.LEAVE, c, False, last, "node_down")))
+        for room, evs in by_room.items():
+            self.events.add_fixed(room, evs, "down")
 
     def live_nodes(self) -> dict[str, dict]:
         now = time.monotonic()

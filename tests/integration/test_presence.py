@@ -193,13 +193,19 @@ async def test_resume_elsewhere_leaves_no_ghost(nodes):
         await proxy.close()
 
 
-async def test_backend_events_carry_a_sequence_chain_and_crash_leaves_are_stored_once(nats3):
-    """roomcast.events.presence.<room>: join/leave events, seq/prev headers, no duplicates."""
+async def test_backend_events_carry_a_sequence_chain_and_crash_leaves_are_stored_once(
+        nats3, monkeypatch):
+    """roomcast.events.presence.<room>: batches of join/leave events, seq/prev headers; a dead
+    node's leaves are one batch that both survivors store under one id: kept once."""
+    from roomcast.presence import tracker
+
+    monkeypatch.setattr(tracker, "SAFETY_NET_DELAY", 0.3)  # the second survivor, soon
     port = free_port()
     victim = NodeProcess("victim2", "127.0.0.1", port, nats3.urls, KEY, 3, FAST)
     s1 = await start_node(nats3.urls, node_id="s1", presence=fast_presence())
     s2 = await start_node(nats3.urls, node_id="s2", presence=fast_presence())
     nc = await nats.connect(nats3.urls)
+    lost: list[WsClient] = []
     try:
         await asyncio.to_thread(victim.wait_ready)
         room = room_name()
@@ -213,25 +219,68 @@ async def test_backend_events_carry_a_sequence_chain_and_crash_leaves_are_stored
         await nc.flush()
         keeper = await WsClient.connect(s1.port, token("kim"))
         await keeper.join(room)
-        lost = await WsClient.connect(port, token("lou"))
-        await lost.join(room)
-        await eventually(lambda: len(got) == 2)
+        await eventually(lambda: len(got) == 1)
+        for user in ("lou", "lea", "lux"):
+            lost.append(await WsClient.connect(port, token(user)))
+            await lost[-1].join(room)
+        await eventually(lambda: sum(len(b) for b, _, _ in got) == 4)
+        n_joins = len(got)
         victim.proc.send_signal(signal.SIGKILL)
-        await eventually(lambda: len(got) == 3, timeout=10 * UNIT)
-        await asyncio.sleep(1.0)  # both survivors published the leave; it is stored once
-        events = [(e["type"], e["user"], e["first"], e["last"], e["reason"]) for e, _, _ in got]
-        assert events == [("join", "kim", True, False, "client"),
-                          ("join", "lou", True, False, "client"),
-                          ("leave", "lou", False, True, "node_down")]
+        await eventually(lambda: len(got) == n_joins + 1, timeout=10 * UNIT)
+        await asyncio.sleep(1.5)  # the other survivor stored the same batch: deduplicated
+        assert len(got) == n_joins + 1
+        events = [(e["type"], e["user"], e["first"], e["last"], e["reason"])
+                  for batch, _, _ in got for e in batch]
+        assert events[:4] == [("join", "kim", True, False, "client"),
+                              ("join", "lou", True, False, "client"),
+                              ("join", "lea", True, False, "client"),
+                              ("join", "lux", True, False, "client")]
+        crash = got[-1][0]
+        assert sorted(e["user"] for e in crash) == ["lea", "lou", "lux"]
+        assert [e["conn"] for e in crash] == sorted(e["conn"] for e in crash)
+        assert all((e["type"], e["last"], e["reason"]) == ("leave", True, "node_down")
+                   for e in crash)
         seqs = [s for _, s, _ in got]
         prevs = [p for _, _, p in got]
         assert prevs == [0] + seqs[:-1]
         await keeper.close()
     finally:
+        for c in lost:
+            await c.close()
         await nc.close()
         victim.stop()
         await s1.stop()
         await s2.stop()
+
+
+async def test_a_drained_node_stores_its_connections_leave_events(nats3):
+    """Graceful stop: the leave events of the connections it closes are stored before it
+    exits (the event log is flushed, not cancelled)."""
+    node = await start_node(nats3.urls, node_id="drained", presence=fast_presence(),
+                            drain_window=0.2)
+    nc = await nats.connect(nats3.urls)
+    room = room_name()
+    got: list = []
+
+    async def on_event(msg):
+        got.extend(json.loads(msg.data))
+
+    try:
+        await nc.subscribe(f"roomcast.events.presence.{room}", cb=on_event)
+        await nc.flush()
+        users = [f"d{i}" for i in range(20)]
+        clients = [await WsClient.connect(node.port, token(u)) for u in users]
+        await asyncio.gather(*(c.join(room) for c in clients))
+        await eventually(lambda: len(got) == len(users))
+        await node.stop()
+        await eventually(lambda: len(got) == 2 * len(users))
+        leaves = [(e["user"], e["reason"], e["last"]) for e in got if e["type"] == "leave"]
+        assert sorted(leaves) == [(u, "client", True) for u in sorted(users)]
+        for c in clients:
+            await c.close()
+    finally:
+        await nc.close()
+        await node.stop()
 
 
 async def test_admin_cli(nats3, nodes):
