@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 
 class NodeMetrics:
@@ -39,5 +40,31 @@ class NodeMetrics:
         self.info = Gauge("roomcast_node_info", "Node identity", ["node"], registry=r)
         self.info.labels(node=node_id).set(1)
 
+    def watch_event_log(self, log) -> None:
+        """Expose a :class:`roomcast.presence.eventlog.EventLog`'s counters."""
+        self.registry.register(_EventLogCollector(log))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _EventLogCollector:
+    """Reads the presence event log's own counters at scrape time (no hot-path work)."""
+
+    def __init__(self, log) -> None:
+        self.log = log
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        events = CounterMetricFamily("roomcast_presence_events",
+                                     "Backend presence events, by outcome", labels=["outcome"])
+        events.add_metric(["stored"], self.log.stored_events)
+        events.add_metric(["dropped"], self.log.dropped)
+        yield events
+        yield CounterMetricFamily("roomcast_presence_event_messages",
+                                  "Stored presence event messages (batches)",
+                                  value=self.log.stored)
+        yield GaugeMetricFamily("roomcast_presence_events_pending",
+                                "Presence events waiting to be stored", value=self.log.pending)

@@ -94,6 +94,7 @@ class Node:
                 instance=self.instance, config=cfg.presence, replicas=cfg.nats.replicas,
                 on_transitions=self._on_presence, close_conn=self._close_resumed)
             await self.presence.start()
+            self.metrics.watch_event_log(self.presence.events)
             self._admin = AdminService(self.backplane.nc, self.presence)
             await self._admin.start()
         self._server = await serve(

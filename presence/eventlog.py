@@ -81,6 +81,7 @@ class EventLog:
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.pending = 0
         self.stored = 0  # messages
+        self.stored_events = 0
         self.dropped = 0  # events
 
     def add(self, room: str, event: bytes, msg_id: str) -> None:
@@ -144,6 +145,7 @@ class EventLog:
             try:
                 await (await self._store(subject, data, msg_id))
                 self.stored += 1
+                self.stored_events += n
                 return
             except (TimeoutError, AckError, nats.errors.Error, OSError) as exc:
                 if time.monotonic() > deadline:
