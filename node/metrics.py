@@ -44,6 +44,10 @@ class NodeMetrics:
         """Expose a :class:`roomcast.presence.eventlog.EventLog`'s counters."""
         self.registry.register(_EventLogCollector(log))
 
+    def watch_replay_cache(self, cache) -> None:
+        """Expose a :class:`roomcast.node.replaycache.ReplayCache`'s counters."""
+        self.registry.register(_ReplayCacheCollector(cache))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -68,3 +72,21 @@ class _EventLogCollector:
                                   value=self.log.stored)
         yield GaugeMetricFamily("roomcast_presence_events_pending",
                                 "Presence events waiting to be stored", value=self.log.pending)
+
+
+class _ReplayCacheCollector:
+    def __init__(self, cache) -> None:
+        self.cache = cache
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        c = CounterMetricFamily("roomcast_replay_cache_lookups",
+                                "Resumes looked up in the replay cache, by result",
+                                labels=["result"])
+        c.add_metric(["hit"], self.cache.hits)
+        c.add_metric(["miss"], self.cache.misses)
+        yield c
+        yield GaugeMetricFamily("roomcast_replay_cache_bytes",
+                                "Bytes held by the replay cache", value=self.cache.size)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,6 +25,7 @@ from typing import Protocol
 import msgspec
 from roomcast.backplane.base import Backplane, RoomMessage
 from roomcast.node.metrics import NodeMetrics
+from roomcast.node.replaycache import Entry, ReplayCache
 from roomcast.node.wire import text_frame
 
 from roomcast import protocol as p
@@ -93,7 +95,8 @@ class Room:
 class RoomRegistry:
     def __init__(self, backplane: Backplane, metrics: NodeMetrics, *, history_page: int = 256,
                  history_per_room: int = 1000, catchup_buffer: int = 10_000,
-                 request_flush: Callable[[], None] | None = None) -> None:
+                 request_flush: Callable[[], None] | None = None,
+                 cache: ReplayCache | None = None) -> None:
         """``request_flush``: called when the first frame of a loop iteration is queued; the
         caller must then call :meth:`flush` once, later in the same or the next iteration
         (the node does it in its own flush, after each connection's direct frames). Without
@@ -104,6 +107,7 @@ class RoomRegistry:
         self.history_per_room = history_per_room
         self.catchup_buffer = catchup_buffer
         self.rooms: dict[str, Room] = {}
+        self.cache = cache if cache is not None else ReplayCache()
         self._tasks: set[asyncio.Task] = set()
         self._dirty: list[Room] = []
         self._request_flush = request_flush or self._flush_soon
@@ -146,6 +150,7 @@ class RoomRegistry:
         async with room.lock:
             if len(room) == 0 and self.rooms.get(name) is room:
                 del self.rooms[name]
+                self.cache.drop(name)
                 self.metrics.rooms.set(len(self.rooms))
                 if room.subscribed:
                     room.subscribed = False
@@ -184,6 +189,7 @@ class RoomRegistry:
 
     def _deliver(self, room: Room, seq: int, prev: int | None, body: bytes) -> None:
         room.last_seq = seq
+        self.cache.append(room.name, seq, prev, body)
         frame = p.message_frame(room.name_json, seq, prev, body)
         if room.members:
             # Framed once per node; written to the members with the room's other frames of
@@ -289,15 +295,31 @@ class RoomRegistry:
         replayed = 0
         last = since
         recovered: bool | None = None
-        async for seq, prev, body in self._read_after(room.name, since):
+        cached = None
+        if room.subscribed and room.pending is None:
+            cached = self.cache.after(room.name, since, room.last_seq)
+        if cached is not None:
+            # From this node's tail of the room: no JetStream read, no await unless the
+            # member's buffer asks for one.
+            recovered = True
+            source: AsyncIterator[Entry] = _replay(cached)
+            read: deque[Entry] | None = None
+        else:
+            source = self._read_after(room.name, since)
+            read = deque(maxlen=self.cache.room_messages)
+        async for seq, prev, body in source:
             if recovered is None:
                 recovered = prev is not None
             if not member.send_frame(p.message_frame(room.name_json, seq, prev, body)):
                 raise ConnectionError("member gone during replay")
+            if read is not None:
+                read.append((seq, prev, body))
             replayed += 1
             last = seq
             if member.needs_drain():  # by bytes: a replay must never trip the slow-consumer cut
                 await member.drain()
+        if read:
+            self.cache.prepend(room.name, list(read), room.last_seq)
         if recovered is None:
             # Nothing after ``since`` is retained: recovered iff nothing after it was stored.
             recovered = await self.bp.last_seq(room.name) <= since
@@ -356,3 +378,8 @@ class RoomRegistry:
         for task in list(self._tasks):
             task.cancel()
         self.rooms.clear()
+
+
+async def _replay(entries: list[Entry]) -> AsyncIterator[Entry]:
+    for e in entries:
+        yield e

@@ -24,6 +24,7 @@ from roomcast.node.connection import Connection, wait_all
 from roomcast.node.lean import slim_connection, tune_gc
 from roomcast.node.metrics import NodeMetrics
 from roomcast.node.peer import Peer, PeerLimits
+from roomcast.node.replaycache import ReplayCache
 from roomcast.node.rooms import RoomRegistry
 from roomcast.presence.admin import AdminService
 from roomcast.presence.tracker import PresenceTracker
@@ -57,7 +58,9 @@ class Node:
         self.rooms = RoomRegistry(self.backplane, self.metrics,
                                   history_page=config.history_page,
                                   history_per_room=config.nats.history_per_room,
-                                  request_flush=self._schedule_flush)
+                                  request_flush=self._schedule_flush,
+                                  cache=ReplayCache(total_bytes=config.replay_cache_bytes))
+        self.metrics.watch_replay_cache(self.rooms.cache)
         self.limits = PeerLimits(config.max_rooms_per_connection, config.rate_limit,
                                  config.rate_burst, config.flood_close_after)
         self.resume = ResumeSigner(config.effective_resume_keys(), config.resume_ttl)

@@ -62,6 +62,9 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "--max-frame", type=int, default=65536, help="largest client frame, bytes")
     _flag(p, "--max-rooms", type=int, default=100, help="rooms one connection may join")
     _flag(p, "--max-connections", type=int, default=0, help="connections per node (0: no limit)")
+    _flag(p, "--replay-cache-mb", type=float, default=32.0,
+          help="memory for the rooms' last messages, served to resumes without JetStream "
+               "(0 turns it off)")
     _flag(p, "--listen-backlog", type=int, default=4096,
           help="TCP connections queued before accept (capped by net.core.somaxconn)")
     _flag(p, "--rate-limit", type=float, default=200.0, help="client frames per second")
@@ -119,6 +122,7 @@ def node_config_from(args: argparse.Namespace):
         max_rooms_per_connection=int(args.max_rooms),
         max_connections=int(args.max_connections),
         listen_backlog=int(args.listen_backlog),
+        replay_cache_bytes=int(float(args.replay_cache_mb) * 1024 * 1024),
         rate_limit=float(args.rate_limit),
         rate_burst=int(args.rate_burst),
         send_buffer_limit=int(args.send_buffer_limit),

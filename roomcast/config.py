@@ -43,6 +43,8 @@ class NodeConfig:
         max_connections: refuse upgrades beyond this many (503); 0 for no limit.
         listen_backlog: pending TCP connections the kernel queues (capped by
             ``net.core.somaxconn``); large, so a reconnect storm is not slowed by SYN retries.
+        replay_cache_bytes: memory for each room's last messages (at most 256 or 64 KiB per
+            room), served to resuming clients without a JetStream read; 0 turns it off.
         drain_window: seconds over which a draining node spreads its clients' closes (so
             they do not all reconnect to the other nodes in the same instant).
         drain_timeout: seconds a draining node then waits for in-flight publishes.
@@ -72,6 +74,7 @@ class NodeConfig:
     history_page: int = 256
     max_connections: int = 0
     listen_backlog: int = 4096
+    replay_cache_bytes: int = 32 * 1024 * 1024
     drain_window: float = 5.0
     drain_timeout: float = 10.0
     resume_keys: tuple[str, ...] = ()
@@ -91,6 +94,7 @@ class NodeConfig:
             ("history_page", 1 <= self.history_page <= 10_000, "must be 1..10000"),
             ("max_connections", self.max_connections >= 0, "must be >= 0"),
             ("listen_backlog", self.listen_backlog >= 1, "must be >= 1"),
+            ("replay_cache_bytes", self.replay_cache_bytes >= 0, "must be >= 0"),
             ("drain_timeout", self.drain_timeout >= 0, "must be >= 0"),
             ("drain_window", self.drain_window >= 0, "must be >= 0"),
             ("resume_ttl", self.resume_ttl > 0, "must be > 0"),

@@ -65,6 +65,42 @@ async def test_resume_on_other_node_gets_exactly_what_was_missed(nodes):
         assert c._inbox.empty(), "no duplicate may follow"
 
 
+async def test_resumes_on_a_node_that_has_the_room_are_served_from_its_replay_cache(nodes):
+    """Two clients dropped on A resume on B, where the room has a member: what they missed
+    comes from B's tail of the room (no JetStream read), exactly once and in order."""
+    a, b = nodes
+    room = room_name()
+    gates = [Gate(token(f"cache{i}")) for i in range(2)]
+    async with client([ws_url(a.port), ws_url(b.port)], gates[0]) as c0, \
+            client([ws_url(a.port), ws_url(b.port)], gates[1]) as c1, \
+            client(ws_url(b.port), token("pub")) as pub:
+        watcher = await WsClient.connect(b.port, token("watch"))
+        await watcher.join(room)
+        for c in (c0, c1):
+            await c.join(room)
+        first = await pub.publish(room, {"n": -1})
+        for c in (c0, c1):
+            assert (await c.next_message(5 * UNIT)).seq == first
+        for g in gates:
+            g.open.clear()
+        drop(c0)
+        drop(c1)
+        hits = b.rooms.cache.hits
+        acked = [await pub.publish(room, {"n": i}) for i in range(30)]
+        for g in gates:
+            g.open.set()
+        for c in (c0, c1):
+            got = await collect(c, 30)
+            await wait_connected(c)
+            assert c.node == "node-b"
+            assert [m.seq for m in got] == acked and got[0].prev == first
+            assert_message_chain(got)
+            outcome = c.last_resume[room]
+            assert (outcome["recovered"], outcome["replayed"]) == (True, 30)
+        assert b.rooms.cache.hits == hits + 2
+        await watcher.close()
+
+
 async def test_no_loss_or_duplicate_across_the_replay_live_boundary(nodes):
     """Publishing continues during two resumes: the prev chain is intact end to end."""
     a, b = nodes
