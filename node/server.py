@@ -18,6 +18,7 @@ from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
 from roomcast.backplane.base import Backplane
 from roomcast.backplane.nats import NatsBackplane
 from roomcast.node.connection import Connection, wait_all
@@ -200,7 +201,7 @@ class Node:
         users = state.user_count(room)
         out: dict = {"users": users, "connections": state.conn_count(room)}
         if users <= self.presence.config.list_max:
-            out["members"] = state.members(room)
+            out["members"] = msgspec.Raw(state.members_json(room))
         return out
 
     async def __aenter__(self) -> Node:

@@ -18,6 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
+_enc = msgspec.json.Encoder().encode
+
 
 class Op(enum.StrEnum):
     JOIN = "join"
@@ -75,6 +79,7 @@ class PresenceState:
         self._by_node: dict[str, dict[str, set[str]]] = {}
         self._origins: dict[str, _Origin] = {self_id: _Origin(0, True)}
         self._index: dict[tuple[str, str], Conn] = {}  # (room, conn id) -> entry
+        self._meta_json: dict[tuple[str, str], bytes] = {}  # (room, conn id) -> encoded meta
 
     # -- local changes -----------------------------------------------------------------
 
@@ -163,6 +168,14 @@ class PresenceState:
         return {user: [c.meta() for c in conns.values()]
                 for user, conns in self._rooms.get(room, {}).items()}
 
+    def members_json(self, room: str) -> bytes:
+        """:meth:`members` as JSON, assembled from each entry's meta encoded once when it was
+        added (a resume storm asks for a room's list once per resuming client)."""
+        meta = self._meta_json
+        parts = [b"%s:[%s]" % (_enc(user), b",".join([meta[(room, cid)] for cid in conns]))
+                 for user, conns in self._rooms.get(room, {}).items()]
+        return b"{%s}" % b",".join(parts)
+
     def user_count(self, room: str) -> int:
         return len(self._rooms.get(room, ()))
 
@@ -201,6 +214,7 @@ class PresenceState:
             return []
         conns[c.conn] = c
         self._index[(c.room, c.conn)] = c
+        self._meta_json[(c.room, c.conn)] = _enc(c.meta())
         self._by_node.setdefault(c.node, {}).setdefault(c.conn, set()).add(c.room)
         return [Transition(Op.JOIN, c.room, c.user, c)] if first else []
 
@@ -211,6 +225,7 @@ class PresenceState:
         conns = users[c.user]
         del conns[c.conn]
         self._index.pop((c.room, c.conn), None)
+        self._meta_json.pop((c.room, c.conn), None)
         node_conns = self._by_node.get(c.node, {})
         rooms = node_conns.get(c.conn)
         if rooms is not None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from presence.state import Conn, Op, PresenceState
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from presence.state import Conn, Delta, Op, PresenceState
 
 
 def conn(room="r", cid="a.1", user="alice", node="A") -> Conn:
@@ -99,3 +104,27 @@ def test_queries():
     assert s.nodes() == {"A": 2}
     assert s.origin_of("A.2") == "A" and s.origin_of("zzz") is None
     assert Op.JOIN == "join"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["track", "untrack", "remote", "purge"]),
+                          st.sampled_from(["r", "s"]), st.integers(0, 5),
+                          st.sampled_from(["alice", "bob", 'q"uote\u00e9'])), max_size=40))
+def test_members_json_is_members_encoded(steps):
+    """The pre-encoded member list (sent on every join/resume) always says what members()
+    says, whatever happened before: joins, leaves, remote deltas, a node's purge."""
+    s = PresenceState("A")
+    s.apply_snapshot("B", 0, [])  # B's deltas apply from now on
+    counter = 0
+    for op, room, n, user in steps:
+        if op == "track":
+            s.track(Conn(room, f"A.{n}", user, "A", n, {"n": n}))
+        elif op == "untrack":
+            s.untrack(room, f"A.{n}")
+        elif op == "remote":
+            counter += 1
+            s.apply_delta(Delta("B", counter, Op.JOIN, Conn(room, f"B.{n}", user, "B", n)))
+        else:
+            s.purge_node("B")
+        for r in ("r", "s"):
+            assert json.loads(s.members_json(r)) == s.members(r)
