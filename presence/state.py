@@ -79,7 +79,8 @@ class PresenceState:
         self._by_node: dict[str, dict[str, set[str]]] = {}
         self._origins: dict[str, _Origin] = {self_id: _Origin(0, True)}
         self._index: dict[tuple[str, str], Conn] = {}  # (room, conn id) -> entry
-        self._meta_json: dict[tuple[str, str], bytes] = {}  # (room, conn id) -> encoded meta
+        # (room, user, conn id) -> the entry's meta, encoded (keyed like ``_rooms``)
+        self._meta_json: dict[tuple[str, str, str], bytes] = {}
 
     # -- local changes -----------------------------------------------------------------
 
@@ -172,7 +173,7 @@ class PresenceState:
         """:meth:`members` as JSON, assembled from each entry's meta encoded once when it was
         added (a resume storm asks for a room's list once per resuming client)."""
         meta = self._meta_json
-        parts = [b"%s:[%s]" % (_enc(user), b",".join([meta[(room, cid)] for cid in conns]))
+        parts = [b"%s:[%s]" % (_enc(user), b",".join([meta[(room, user, cid)] for cid in conns]))
                  for user, conns in self._rooms.get(room, {}).items()]
         return b"{%s}" % b",".join(parts)
 
@@ -214,7 +215,7 @@ class PresenceState:
             return []
         conns[c.conn] = c
         self._index[(c.room, c.conn)] = c
-        self._meta_json[(c.room, c.conn)] = _enc(c.meta())
+        self._meta_json[(c.room, c.user, c.conn)] = _enc(c.meta())
         self._by_node.setdefault(c.node, {}).setdefault(c.conn, set()).add(c.room)
         return [Transition(Op.JOIN, c.room, c.user, c)] if first else []
 
@@ -225,7 +226,7 @@ class PresenceState:
         conns = users[c.user]
         del conns[c.conn]
         self._index.pop((c.room, c.conn), None)
-        self._meta_json.pop((c.room, c.conn), None)
+        self._meta_json.pop((c.room, c.user, c.conn), None)
         node_conns = self._by_node.get(c.node, {})
         rooms = node_conns.get(c.conn)
         if rooms is not None:
