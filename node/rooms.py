@@ -234,8 +234,7 @@ class RoomRegistry:
                 messages = sum(1 for seq, _, _ in out if seq)
                 if messages:
                     metrics.delivered.inc(sent * messages)
-                    for _ in range(messages):
-                        metrics.fanout.observe(sent)
+                    metrics.fanout.observe(sent, messages)
 
     async def _repair(self, room: Room) -> None:
         """Fill the gap before ``room.pending[0]`` from history, then drain ``pending``."""

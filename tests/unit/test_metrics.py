@@ -1,0 +1,39 @@
+"""The lock-free hot-path metrics export exactly what prometheus-client's own would."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from roomcast.node.metrics import FastCounter, FastHistogram, _FastCollector
+
+BUCKETS = (.0005, .001, .002, .005, .01, .1, 1, 20)
+
+
+@given(st.lists(st.tuples(st.one_of(st.sampled_from(BUCKETS), st.floats(0, 50, allow_nan=False)),
+                          st.integers(1, 3)), max_size=50),
+       st.lists(st.integers(1, 1000), max_size=20))
+def test_same_exposition_as_prometheus_client(observations, increments):
+    ours = CollectorRegistry()
+    fast_h = FastHistogram("h_seconds", "doc", BUCKETS)
+    fast_c = FastCounter("c", "doc")
+    ours.register(_FastCollector([fast_h, fast_c]))
+    ref = CollectorRegistry()
+    h = Histogram("h_seconds", "doc", buckets=BUCKETS, registry=ref)
+    c = Counter("c", "doc", registry=ref)
+    for value, times in observations:
+        fast_h.observe(value, times)
+        for _ in range(times):
+            h.observe(value)
+    for n in increments:
+        fast_c.inc(n)
+        c.inc(n)
+
+    def lines(reg):  # prometheus-client adds a _created sample to its own; we have none
+        return [line for line in generate_latest(reg).decode().splitlines()
+                if "_created" not in line and not line.startswith("# ")]
+
+    mine, theirs = lines(ours), lines(ref)
+    assert [ln.rsplit(" ", 1)[0] for ln in mine] == [ln.rsplit(" ", 1)[0] for ln in theirs]
+    for a, b in zip(mine, theirs, strict=True):
+        assert abs(float(a.rsplit(" ", 1)[1]) - float(b.rsplit(" ", 1)[1])) < 1e-6
