@@ -91,6 +91,10 @@ class PeerLimits:
     flood_close_after: int = 100
 
 
+#: Rooms a connection remembers as checked for publishing (cleared when full).
+MAY_PUBLISH_CACHE = 64
+
+
 class Peer:
     """Protocol state of one authenticated connection."""
 
@@ -103,6 +107,7 @@ class Peer:
         self._bucket = TokenBucket(limits.rate_limit, limits.rate_burst, now)
         self._rejected_in_a_row = 0
         self._auto_id = 0
+        self._may_publish: set[str] | None = None  # rooms that passed the publish checks
 
     def handle(self, raw: bytes | str, now: float) -> list[Action]:
         """Process one client frame received at ``now`` (monotonic seconds)."""
@@ -185,11 +190,18 @@ class Peer:
         return [DoLeave(f.room, f.rid)]
 
     def _publish(self, f: p.Publish) -> list[Action]:
-        if (bad := self._check_room(f.room, f.rid)) is not None:
-            return bad
-        if not self.identity.permissions.can_publish(f.room):
-            return [Send(p.error(ErrorCode.FORBIDDEN, "not allowed to publish to this room",
-                                 f.rid, f.room))]
+        allowed = self._may_publish
+        if allowed is None or f.room not in allowed:
+            if (bad := self._check_room(f.room, f.rid)) is not None:
+                return bad
+            if not self.identity.permissions.can_publish(f.room):
+                return [Send(p.error(ErrorCode.FORBIDDEN, "not allowed to publish to this room",
+                                     f.rid, f.room))]
+            # Remember it: a publisher sends to the same few rooms over and over (the checks
+            # are a regex and the permission patterns, per publish otherwise).
+            if allowed is None or len(allowed) >= MAY_PUBLISH_CACHE:
+                allowed = self._may_publish = set()
+            allowed.add(f.room)
         if f.id is not None:
             if not f.id.isprintable():
                 return [Send(p.error(ErrorCode.BAD_FRAME, "id must be printable", f.rid,

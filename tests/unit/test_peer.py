@@ -85,3 +85,19 @@ def test_token_bucket_refills_at_rate_up_to_burst():
     assert [b.take(0) for _ in range(5)] == [True] * 4 + [False]
     assert b.take(0.5) and not b.take(0.5)
     assert sum(b.take(100) for _ in range(10)) == 4
+
+
+def test_remembered_publish_checks_never_let_a_forbidden_room_through():
+    """Rooms that passed the publish checks are remembered (bounded); forbidden and badly
+    named rooms are refused every time, before and after many allowed ones."""
+    from roomcast.node.peer import MAY_PUBLISH_CACHE
+
+    peer = make_peer(rate_limit=1e6, rate_burst=10**6)
+    for i in range(3 * MAY_PUBLISH_CACHE):
+        [ok] = peer.handle(b'{"type":"publish","room":"chat.r%d","data":1}' % (i % 100), 0)
+        assert isinstance(ok, DoPublish)
+        assert len(peer._may_publish) <= MAY_PUBLISH_CACHE
+        assert error_code(peer.handle(b'{"type":"publish","room":"lobby","data":1}', 0)) == \
+            "forbidden"
+        assert error_code(peer.handle(b'{"type":"publish","room":"chat.*","data":1}', 0)) == \
+            "bad_room"
