@@ -42,6 +42,10 @@ from roomcast.resume import ResumeSigner
 
 log = logging.getLogger("roomcast.node")
 
+#: ``members`` is listed up to ``--presence-list-max`` users and this many times as many
+#: connections (one user with thousands of tabs must not make every join carry them all).
+LIST_CONNECTIONS_FACTOR = 4
+
 WS_PATH = "/ws"
 CLOSE_TIMEOUT = 3.0  # seconds a client gets to answer our close frame
 EXPIRY_SWEEP = 1.0  # seconds between checks for expired tokens
@@ -200,7 +204,8 @@ class Node:
         state = self.presence.state
         users = state.user_count(room)
         out: dict = {"users": users, "connections": state.conn_count(room)}
-        if users <= self.presence.config.list_max:
+        list_max = self.presence.config.list_max
+        if users <= list_max and out["connections"] <= LIST_CONNECTIONS_FACTOR * list_max:
             out["members"] = msgspec.Raw(state.members_json(room))
         return out
 

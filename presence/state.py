@@ -170,11 +170,19 @@ class PresenceState:
                 for user, conns in self._rooms.get(room, {}).items()}
 
     def members_json(self, room: str) -> bytes:
-        """:meth:`members` as JSON, assembled from each entry's meta encoded once when it was
-        added (a resume storm asks for a room's list once per resuming client)."""
+        """:meth:`members` as JSON, assembled from each entry's meta encoded once, the first
+        time a list includes it (a resume storm asks for a room's list once per resuming
+        client)."""
         meta = self._meta_json
-        parts = [b"%s:[%s]" % (_enc(user), b",".join([meta[(room, user, cid)] for cid in conns]))
-                 for user, conns in self._rooms.get(room, {}).items()]
+        parts = []
+        for user, conns in self._rooms.get(room, {}).items():
+            encoded = []
+            for cid, c in conns.items():
+                m = meta.get((room, user, cid))
+                if m is None:
+                    m = meta[(room, user, cid)] = _enc(c.meta())
+                encoded.append(m)
+            parts.append(b"%s:[%s]" % (_enc(user), b",".join(encoded)))
         return b"{%s}" % b",".join(parts)
 
     def user_count(self, room: str) -> int:
@@ -215,7 +223,6 @@ class PresenceState:
             return []
         conns[c.conn] = c
         self._index[(c.room, c.conn)] = c
-        self._meta_json[(c.room, c.user, c.conn)] = _enc(c.meta())
         self._by_node.setdefault(c.node, {}).setdefault(c.conn, set()).add(c.room)
         return [Transition(Op.JOIN, c.room, c.user, c)] if first else []
 

@@ -286,6 +286,37 @@ async def test_a_drained_node_stores_its_connections_leave_events(nats3):
         await node.stop()
 
 
+async def test_member_lists_are_capped_by_users_and_by_connections(nats3):
+    """`joined` lists members up to --presence-list-max users and 4x as many connections;
+    beyond either, counts only (one user's many tabs do not ride on every join)."""
+    from roomcast.presence.tracker import PresenceConfig
+
+    node = await start_node(nats3.urls, node_id="capped",
+                            presence=PresenceConfig(heartbeat_interval=0.25, timeout=1.5,
+                                                    list_max=2), drain_window=0.1)
+    clients: list[WsClient] = []
+    try:
+        room = room_name()
+        for user in ("u1", "u2"):
+            clients.append(await WsClient.connect(node.port, token(user)))
+            j = await clients[-1].join(room)
+        assert set(j["presence"]["members"]) == {"u1", "u2"}
+        clients.append(await WsClient.connect(node.port, token("u3")))
+        j = await clients[-1].join(room)
+        assert j["presence"] == {"users": 3, "connections": 3}
+        tabs = room_name()
+        for n in range(1, 10):
+            clients.append(await WsClient.connect(node.port, token("tabs")))
+            j = await clients[-1].join(tabs)
+            if n <= 8:
+                assert len(j["presence"]["members"]["tabs"]) == n
+        assert j["presence"] == {"users": 1, "connections": 9}
+    finally:
+        for c in clients:
+            await c.close()
+        await node.stop()
+
+
 async def test_admin_cli(nats3, nodes):
     """`roomcast admin rooms` prints the JSON answer."""
     a, _ = nodes
