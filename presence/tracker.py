@@ -76,6 +76,29 @@ class _Delta(msgspec.Struct):
     conn: _Conn
 
 
+class _Step(msgspec.Struct, array_like=True):
+    counter: int
+    op: str
+    conn: _Conn
+
+
+class _Deltas(msgspec.Struct):
+    """The deltas of one event-loop iteration, in counter order: one NATS message."""
+
+    origin: str
+    deltas: list[_Step]
+
+
+class _DeltaWire(msgspec.Struct):
+    """Decodes both forms: one delta (every version) or a batch (since 2026-11-21)."""
+
+    origin: str
+    counter: int = 0
+    op: str = ""
+    conn: _Conn | None = None
+    deltas: list[_Step] | None = None
+
+
 class _Snapshot(msgspec.Struct):
     origin: str
     node: str
@@ -106,7 +129,7 @@ class BackendEvent(msgspec.Struct):
 
 
 _enc = msgspec.json.Encoder()
-_dec_delta = msgspec.json.Decoder(_Delta)
+_dec_delta = msgspec.json.Decoder(_DeltaWire)
 _dec_snap = msgspec.json.Decoder(_Snapshot)
 _dec_hb = msgspec.json.Decoder(_Heartbeat)
 
@@ -148,6 +171,7 @@ class PresenceTracker:
         self._close_conn = close_conn
         self._subs: list = []
         self._syncing: set[str] = set()
+        self._outbox: list[_Step] = []  # this iteration's deltas, sent together
         self._tasks: set[asyncio.Task] = set()
         self._hb_task: asyncio.Task | None = None
         self.started_at = time.time()
@@ -230,9 +254,9 @@ class PresenceTracker:
             self._close_conn(old_conn)
 
     def _emit(self, delta: Delta, trans: list[Transition]) -> None:
-        payload = _enc.encode(_Delta(delta.origin, delta.counter, delta.op.value,
-                                     _wire(delta.conn)))
-        self._spawn(self.nc.publish(subjects.PRESENCE_DELTA, payload))
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._send_deltas)
+        self._outbox.append(_Step(delta.counter, delta.op.value, _wire(delta.conn)))
         first = delta.op is Op.JOIN and any(t.conn.conn == delta.conn.conn for t in trans)
         last = delta.op is Op.LEAVE and any(t.conn.conn == delta.conn.conn for t in trans)
         self.events.add(delta.conn.room, _event(delta.op, delta.conn, first, last, "client"),
@@ -240,18 +264,42 @@ class PresenceTracker:
         if trans:
             self._on_transitions(trans)
 
+    def _send_deltas(self) -> None:
+        """This iteration's deltas in one message (one alone keeps the single form, which
+        nodes before batching understand too)."""
+        steps, self._outbox = self._outbox, []
+        if not steps:
+            return
+        if len(steps) == 1:
+            s = steps[0]
+            payload = _enc.encode(_Delta(self.instance, s.counter, s.op, s.conn))
+        else:
+            payload = _enc.encode(_Deltas(self.instance, steps))
+        self._spawn(self._publish(subjects.PRESENCE_DELTA, payload))
+
+    async def _publish(self, subject: str, payload: bytes) -> None:
+        try:
+            await self.nc.publish(subject, payload)
+        except nats.errors.Error as exc:  # reconnecting: receivers resync from snapshots
+            log.debug("presence publish failed: %s", exc)
+
     # -- remote changes ----------------------------------------------------------------
 
     async def _on_delta(self, msg: Msg) -> None:
         d = _dec_delta.decode(msg.data)
         if d.origin == self.instance:
             return
-        trans, need_sync = self.state.apply_delta(Delta(d.origin, d.counter, Op(d.op),
-                                                        _conn(d.conn)))
-        if need_sync:
-            self._request_snapshot(d.origin)
-        elif trans:
-            self._on_transitions(trans)
+        steps = d.deltas if d.deltas is not None else [_Step(d.counter, d.op, d.conn)]
+        out: list[Transition] = []
+        for step in steps:
+            trans, need_sync = self.state.apply_delta(Delta(d.origin, step.counter, Op(step.op),
+                                                            _conn(step.conn)))
+            if need_sync:
+                self._request_snapshot(d.origin)
+                break
+            out += trans
+        if out:
+            self._on_transitions(out)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         hb = _dec_hb.decode(msg.data)
@@ -316,12 +364,13 @@ class PresenceTracker:
     async def _heartbeats(self) -> None:
         interval = self.config.heartbeat_interval
         while True:
-            try:
-                hb = _Heartbeat(self.instance, self.node_id, self.state.counter,
-                                self.state.nodes().get(self.instance, 0))
-                await self.nc.publish(subjects.PRESENCE_HEARTBEAT, _enc.encode(hb))
-            except nats.errors.Error:
-                pass
+            # Deltas and heartbeats must leave in the order they were made (a heartbeat ahead of
+            # the deltas it counts looks like a lost delta): both go through _spawn, whose
+            # tasks start in creation order, this iteration's deltas first.
+            self._send_deltas()
+            hb = _Heartbeat(self.instance, self.node_id, self.state.counter,
+                            self.state.nodes().get(self.instance, 0))
+            self._spawn(self._publish(subjects.PRESENCE_HEARTBEAT, _enc.encode(hb)))
             self._reap()
             await asyncio.sleep(interval)
 

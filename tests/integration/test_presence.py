@@ -317,6 +317,34 @@ async def test_member_lists_are_capped_by_users_and_by_connections(nats3):
         await node.stop()
 
 
+async def test_deltas_of_one_iteration_travel_as_one_message(nodes, nats3):
+    """Joins made in the same event-loop iteration reach the other node as one NATS message
+    (a batch, in counter order) and are all applied there."""
+    a, b = nodes
+    nc = await nats.connect(nats3.urls)
+    seen: list[dict] = []
+
+    async def on_delta(msg):
+        seen.append(json.loads(msg.data))
+
+    try:
+        await nc.subscribe("roomcast.presence.delta", cb=on_delta)
+        await nc.flush()
+        room = room_name()
+        for i in range(5):  # no await in between: one iteration
+            a.presence.track(room, f"{a.instance}.b{i}", f"batch{i}", {})
+        await eventually(lambda: b.presence.state.user_count(room) == 5)
+        mine = [m for m in seen if m["origin"] == a.instance]
+        assert len(mine) == 1 and len(mine[0]["deltas"]) == 5
+        counters = [step[0] for step in mine[0]["deltas"]]
+        assert counters == sorted(counters) and len(set(counters)) == 5
+        a.presence.untrack(room, f"{a.instance}.b0")  # alone: the single form
+        await eventually(lambda: b.presence.state.user_count(room) == 4)
+        assert "counter" in [m for m in seen if m["origin"] == a.instance][-1]
+    finally:
+        await nc.close()
+
+
 async def test_admin_cli(nats3, nodes):
     """`roomcast admin rooms` prints the JSON answer."""
     a, _ = nodes
