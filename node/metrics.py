@@ -10,9 +10,15 @@ event loop thread, so no lock is needed.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 
 class FastCounter:
@@ -53,16 +59,18 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
-class _FastCollector:
-    def __init__(self, metrics: list) -> None:
-        self.metrics = metrics
+class _Collector:
+    """Values read at scrape time: ``collect`` returns the metric families."""
 
-    def describe(self):
+    def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self.collect = collect
+
+    def describe(self) -> list:
         return []
 
-    def collect(self):
-        for m in self.metrics:
-            yield m.family()
+
+def _fast(metrics: list[FastCounter | FastHistogram]) -> _Collector:
+    return _Collector(lambda: [m.family() for m in metrics])
 
 
 class NodeMetrics:
@@ -79,8 +87,7 @@ class NodeMetrics:
         self.publish_latency = FastHistogram(
             "roomcast_publish_ack_seconds", "Client publish to JetStream ack",
             (.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 20))
-        r.register(_FastCollector([self.received, self.delivered, self.fanout,
-                                   self.publish_latency]))
+        r.register(_fast([self.received, self.delivered, self.fanout, self.publish_latency]))
         self.errors = Counter("roomcast_errors_total", "Error frames sent, by code", ["code"],
                               registry=r)
         self.closes = Counter("roomcast_closes_total", "Connections closed by the server, by code",
@@ -101,51 +108,35 @@ class NodeMetrics:
 
     def watch_event_log(self, log) -> None:
         """Expose a :class:`roomcast.presence.eventlog.EventLog`'s counters."""
-        self.registry.register(_EventLogCollector(log))
+
+        def collect() -> list[Metric]:
+            events = CounterMetricFamily("roomcast_presence_events",
+                                         "Backend presence events, by outcome",
+                                         labels=["outcome"])
+            events.add_metric(["stored"], log.stored_events)
+            events.add_metric(["dropped"], log.dropped)
+            return [events,
+                    CounterMetricFamily("roomcast_presence_event_messages",
+                                        "Stored presence event messages (batches)",
+                                        value=log.stored),
+                    GaugeMetricFamily("roomcast_presence_events_pending",
+                                      "Presence events waiting to be stored", value=log.pending)]
+
+        self.registry.register(_Collector(collect))
 
     def watch_replay_cache(self, cache) -> None:
         """Expose a :class:`roomcast.node.replaycache.ReplayCache`'s counters."""
-        self.registry.register(_ReplayCacheCollector(cache))
+
+        def collect() -> list[Metric]:
+            lookups = CounterMetricFamily("roomcast_replay_cache_lookups",
+                                          "Resumes looked up in the replay cache, by result",
+                                          labels=["result"])
+            lookups.add_metric(["hit"], cache.hits)
+            lookups.add_metric(["miss"], cache.misses)
+            return [lookups, GaugeMetricFamily("roomcast_replay_cache_bytes",
+                                               "Bytes held by the replay cache", value=cache.size)]
+
+        self.registry.register(_Collector(collect))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class _EventLogCollector:
-    """Reads the presence event log's own counters at scrape time (no hot-path work)."""
-
-    def __init__(self, log) -> None:
-        self.log = log
-
-    def describe(self):
-        return []
-
-    def collect(self):
-        events = CounterMetricFamily("roomcast_presence_events",
-                                     "Backend presence events, by outcome", labels=["outcome"])
-        events.add_metric(["stored"], self.log.stored_events)
-        events.add_metric(["dropped"], self.log.dropped)
-        yield events
-        yield CounterMetricFamily("roomcast_presence_event_messages",
-                                  "Stored presence event messages (batches)",
-                                  value=self.log.stored)
-        yield GaugeMetricFamily("roomcast_presence_events_pending",
-                                "Presence events waiting to be stored", value=self.log.pending)
-
-
-class _ReplayCacheCollector:
-    def __init__(self, cache) -> None:
-        self.cache = cache
-
-    def describe(self):
-        return []
-
-    def collect(self):
-        c = CounterMetricFamily("roomcast_replay_cache_lookups",
-                                "Resumes looked up in the replay cache, by result",
-                                labels=["result"])
-        c.add_metric(["hit"], self.cache.hits)
-        c.add_metric(["miss"], self.cache.misses)
-        yield c
-        yield GaugeMetricFamily("roomcast_replay_cache_bytes",
-                                "Bytes held by the replay cache", value=self.cache.size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from roomcast.node.metrics import FastCounter, FastHistogram, _FastCollector
+from roomcast.node.metrics import FastCounter, FastHistogram, _fast
 
 BUCKETS = (.0005, .001, .002, .005, .01, .1, 1, 20)
 
@@ -17,7 +17,7 @@ def test_same_exposition_as_prometheus_client(observations, increments):
     ours = CollectorRegistry()
     fast_h = FastHistogram("h_seconds", "doc", BUCKETS)
     fast_c = FastCounter("c", "doc")
-    ours.register(_FastCollector([fast_h, fast_c]))
+    ours.register(_fast([fast_h, fast_c]))
     ref = CollectorRegistry()
     h = Histogram("h_seconds", "doc", buckets=BUCKETS, registry=ref)
     c = Counter("c", "doc", registry=ref)
