@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.fanout --gen-gc
 	$(BIN)/python -m bench.pingpong
 	$(BIN)/python -m bench.storm
 	$(BIN)/python -m bench.storm_raw

@@ -15,6 +15,7 @@ import asyncio
 import time
 
 import msgspec
+from roomcast.node.lean import tune_gc
 
 from bench.harness import Cluster, machine, percentile, self_cpu
 from bench.wsclient import connect
@@ -87,6 +88,8 @@ async def run(args) -> dict:
                 if raw.startswith(b'{"type":"ack"'):
                     acks[room] += 1
             pubs.append(await connect("127.0.0.1", ports[room % len(ports)], path, on_ack))
+        if args.gen_gc:
+            tune_gc()  # the load generator's own collector, as on the nodes (node/lean.py)
         pad = "x" * max(0, args.size - 60)
         sent = 0
         interval = 1.0 / args.rate
@@ -159,6 +162,8 @@ def main() -> None:
                     help="messages per second per room (several values: one run each)")
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--gen-gc", action="store_true",
+                    help="tune the load generator's garbage collector like a node's")
     ap.add_argument("--size", type=int, default=100, help="approximate message size, bytes")
     args = ap.parse_args()
     print(f"# fan-out: {args.rooms} rooms x {args.members} members over {args.nodes} nodes, "
