@@ -37,7 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.fanout --gen-gc
 	$(BIN)/python -m bench.pingpong
 	$(BIN)/python -m bench.storm
-	$(BIN)/python -m bench.storm_raw
+	$(BIN)/python -m bench.storm_raw --gen-gc
 	$(BIN)/python -m bench.presence
 	$(BIN)/python -m bench.idle
 	$(BIN)/python -m bench.publish --window 8 64
