@@ -40,7 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.storm_raw --gen-gc
 	$(BIN)/python -m bench.presence
 	$(BIN)/python -m bench.idle
-	$(BIN)/python -m bench.publish --window 8 64
+	$(BIN)/python -m bench.publish --window 8 64 --gen-gc
 	$(BIN)/python -m bench.writecost
 
 clean:

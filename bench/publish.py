@@ -15,6 +15,8 @@ import argparse
 import asyncio
 import time
 
+from roomcast.node.lean import tune_gc
+
 from bench.harness import Cluster, machine, percentile, self_cpu
 from bench.wsclient import connect
 
@@ -95,6 +97,8 @@ async def run(args) -> dict:
             senders.append(send)
             credits.append(credit)
         await asyncio.sleep(0.5)
+        if args.gen_gc:
+            tune_gc()  # the load generator's own collector, as on the nodes (node/lean.py)
         pacer = None
         if args.rate:
             for credit in credits:
@@ -142,6 +146,8 @@ def main() -> None:
                     help="publishes/s in total (0: as fast as acks come back)")
     ap.add_argument("--size", type=int, default=60, help="padding bytes per message")
     ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--gen-gc", action="store_true",
+                    help="tune the load generator's garbage collector like a node's")
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--nats", type=int, default=3)
     args = ap.parse_args()
