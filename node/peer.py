@@ -98,6 +98,9 @@ MAY_PUBLISH_CACHE = 64
 class Peer:
     """Protocol state of one authenticated connection."""
 
+    __slots__ = ("identity", "conn_id", "limits", "user_json", "rooms", "_bucket",
+                 "_rejected_in_a_row", "_auto_id", "_may_publish")
+
     def __init__(self, identity: Identity, conn_id: str, limits: PeerLimits, now: float) -> None:
         self.identity = identity
         self.conn_id = conn_id
