@@ -15,9 +15,15 @@ import asyncio
 import time
 
 import msgspec
-from roomcast.node.lean import tune_gc
 
-from bench.harness import Cluster, machine, percentile, self_cpu
+from bench.harness import (
+    Cluster,
+    add_gen_gc_flag,
+    machine,
+    percentile,
+    self_cpu,
+    tune_generator_gc,
+)
 from bench.wsclient import connect
 from roomcast.client.model import Verdict, judge
 
@@ -88,8 +94,7 @@ async def run(args) -> dict:
                 if raw.startswith(b'{"type":"ack"'):
                     acks[room] += 1
             pubs.append(await connect("127.0.0.1", ports[room % len(ports)], path, on_ack))
-        if args.gen_gc:
-            tune_gc()  # the load generator's own collector, as on the nodes (node/lean.py)
+        tune_generator_gc(args)
         pad = "x" * max(0, args.size - 60)
         sent = 0
         interval = 1.0 / args.rate
@@ -162,8 +167,7 @@ def main() -> None:
                     help="messages per second per room (several values: one run each)")
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=2.0)
-    ap.add_argument("--gen-gc", action="store_true",
-                    help="tune the load generator's garbage collector like a node's")
+    add_gen_gc_flag(ap)
     ap.add_argument("--size", type=int, default=100, help="approximate message size, bytes")
     args = ap.parse_args()
     print(f"# fan-out: {args.rooms} rooms x {args.members} members over {args.nodes} nodes, "

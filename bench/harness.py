@@ -127,3 +127,17 @@ def wait_until(pred, timeout: float, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return pred()
+
+
+def add_gen_gc_flag(ap) -> None:
+    ap.add_argument("--gen-gc", action="store_true",
+                    help="tune the load generator's garbage collector like a node's")
+
+
+def tune_generator_gc(args) -> None:
+    """With ``--gen-gc``: the load generator's own collector tuned as on the nodes
+    (``node/lean.py``), once its connections are set up. The servers are unaffected."""
+    if args.gen_gc:
+        from roomcast.node.lean import tune_gc
+
+        tune_gc()

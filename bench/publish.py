@@ -15,9 +15,14 @@ import argparse
 import asyncio
 import time
 
-from roomcast.node.lean import tune_gc
-
-from bench.harness import Cluster, machine, percentile, self_cpu
+from bench.harness import (
+    Cluster,
+    add_gen_gc_flag,
+    machine,
+    percentile,
+    self_cpu,
+    tune_generator_gc,
+)
 from bench.wsclient import connect
 
 
@@ -97,8 +102,7 @@ async def run(args) -> dict:
             senders.append(send)
             credits.append(credit)
         await asyncio.sleep(0.5)
-        if args.gen_gc:
-            tune_gc()  # the load generator's own collector, as on the nodes (node/lean.py)
+        tune_generator_gc(args)
         pacer = None
         if args.rate:
             for credit in credits:
@@ -146,8 +150,7 @@ def main() -> None:
                     help="publishes/s in total (0: as fast as acks come back)")
     ap.add_argument("--size", type=int, default=60, help="padding bytes per message")
     ap.add_argument("--duration", type=float, default=8.0)
-    ap.add_argument("--gen-gc", action="store_true",
-                    help="tune the load generator's garbage collector like a node's")
+    add_gen_gc_flag(ap)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--nats", type=int, default=3)
     args = ap.parse_args()

@@ -21,9 +21,16 @@ import time
 import msgspec
 import nats
 import nats.js.errors
-from roomcast.node.lean import tune_gc
 
-from bench.harness import Cluster, cpu_seconds, machine, percentile, self_cpu
+from bench.harness import (
+    Cluster,
+    add_gen_gc_flag,
+    cpu_seconds,
+    machine,
+    percentile,
+    self_cpu,
+    tune_generator_gc,
+)
 from bench.wsclient import connect
 from roomcast.client.model import Verdict, judge
 
@@ -126,8 +133,7 @@ async def run(args) -> dict:
         for c in clients:
             await c.open(n1.port, resume=False)
         await asyncio.wait_for(asyncio.gather(*(c.joined.wait() for c in clients)), 60)
-        if args.gen_gc:
-            tune_gc()  # the load generator's own collector, as on the nodes (node/lean.py)
+        tune_generator_gc(args)
         pub = None
         acked: dict[str, list[int]] = {r: [] for r in rooms}
         stop = asyncio.Event()
@@ -198,8 +204,7 @@ def main() -> None:
     ap.add_argument("--rooms", type=int, default=20)
     ap.add_argument("--rate", type=float, default=10.0)
     ap.add_argument("--env", nargs="*", default=[])
-    ap.add_argument("--gen-gc", action="store_true",
-                    help="tune the load generator's garbage collector like a node's")
+    add_gen_gc_flag(ap)
     args = ap.parse_args()
     import uvloop
 
