@@ -79,8 +79,9 @@ class PresenceState:
         self._by_node: dict[str, dict[str, set[str]]] = {}
         self._origins: dict[str, _Origin] = {self_id: _Origin(0, True)}
         self._index: dict[tuple[str, str], Conn] = {}  # (room, conn id) -> entry
-        # (room, user, conn id) -> the entry's meta, encoded (keyed like ``_rooms``)
-        self._meta_json: dict[tuple[str, str, str], bytes] = {}
+        # (room, user) -> that user's part of the room's member list, encoded; built when a
+        # list first needs it, dropped when the user's connections in the room change
+        self._user_json: dict[tuple[str, str], bytes] = {}
 
     # -- local changes -----------------------------------------------------------------
 
@@ -170,19 +171,17 @@ class PresenceState:
                 for user, conns in self._rooms.get(room, {}).items()}
 
     def members_json(self, room: str) -> bytes:
-        """:meth:`members` as JSON, assembled from each entry's meta encoded once, the first
-        time a list includes it (a resume storm asks for a room's list once per resuming
-        client)."""
-        meta = self._meta_json
+        """:meth:`members` as JSON, assembled from each user's part, encoded once and kept
+        until that user's connections in the room change (every join and resume carries the
+        room's list; a resume storm asks for it once per resuming client)."""
+        cache = self._user_json
         parts = []
         for user, conns in self._rooms.get(room, {}).items():
-            encoded = []
-            for cid, c in conns.items():
-                m = meta.get((room, user, cid))
-                if m is None:
-                    m = meta[(room, user, cid)] = _enc(c.meta())
-                encoded.append(m)
-            parts.append(b"%s:[%s]" % (_enc(user), b",".join(encoded)))
+            part = cache.get((room, user))
+            if part is None:
+                part = cache[(room, user)] = b"%s:[%s]" % (
+                    _enc(user), b",".join([_enc(c.meta()) for c in conns.values()]))
+            parts.append(part)
         return b"{%s}" % b",".join(parts)
 
     def user_count(self, room: str) -> int:
@@ -223,6 +222,7 @@ class PresenceState:
             return []
         conns[c.conn] = c
         self._index[(c.room, c.conn)] = c
+        self._user_json.pop((c.room, c.user), None)
         self._by_node.setdefault(c.node, {}).setdefault(c.conn, set()).add(c.room)
         return [Transition(Op.JOIN, c.room, c.user, c)] if first else []
 
@@ -233,7 +233,7 @@ class PresenceState:
         conns = users[c.user]
         del conns[c.conn]
         self._index.pop((c.room, c.conn), None)
-        self._meta_json.pop((c.room, c.user, c.conn), None)
+        self._user_json.pop((c.room, c.user), None)
         node_conns = self._by_node.get(c.node, {})
         rooms = node_conns.get(c.conn)
         if rooms is not None:
