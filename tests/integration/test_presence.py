@@ -345,6 +345,60 @@ async def test_deltas_of_one_iteration_travel_as_one_message(nodes, nats3):
         await nc.close()
 
 
+async def test_events_made_while_the_event_streams_leader_dies_are_stored_once_in_order(
+        nats3, nodes):
+    """The PRESENCE stream's leader is killed while clients leave: the node keeps one store in
+    flight and retries it under the same id through the election, so every leave event ends
+    up in the stream exactly once, in the order the node made them."""
+    a, _ = nodes
+    room = room_name()
+    nc = await nats.connect(nats3.urls)
+    js = nc.jetstream()
+    clients = [await WsClient.connect(a.port, token(f"elect{i}")) for i in range(30)]
+    for c in clients:
+        await c.join(room)
+    leader = (await js.stream_info("PRESENCE")).cluster.leader
+    victim = next(s for s in nats3.servers if s.name == leader)
+    try:
+        victim.kill()
+        for c in clients:  # one by one: the node makes the leave events in this order
+            await c.close()
+            await asyncio.wait_for(c.closed, 5 * UNIT)
+        victim.start()
+        await asyncio.to_thread(victim.wait_ready)
+
+        async def stored() -> list[dict]:
+            out: list[dict] = []
+            try:
+                sub = await js.subscribe(f"presence.events.{room}", ordered_consumer=True)
+            except (nats.errors.Error, TimeoutError):
+                return out
+            try:
+                while True:
+                    try:
+                        msg = await sub.next_msg(timeout=0.5)
+                    except TimeoutError:
+                        return out
+                    out.extend(json.loads(msg.data))
+            finally:
+                await sub.unsubscribe()
+
+        want = [c.welcome["conn"] for c in clients]
+        deadline = time.monotonic() + 40 * UNIT
+        while True:
+            leaves = [e["conn"] for e in await stored() if e["type"] == "leave"]
+            if len(leaves) >= len(want) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert leaves == want  # all, once each, in order
+        assert a.presence.events.dropped == 0
+    finally:
+        if not victim.running:
+            victim.start()
+            await asyncio.to_thread(victim.wait_ready)
+        await nc.close()
+
+
 async def test_admin_cli(nats3, nodes):
     """`roomcast admin rooms` prints the JSON answer."""
     a, _ = nodes
