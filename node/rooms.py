@@ -305,7 +305,7 @@ class RoomRegistry:
             read: deque[Entry] | None = None
         else:
             source = self._read_after(room.name, since)
-            read = deque(maxlen=self.cache.room_messages)
+            read = deque(maxlen=self.cache.room_messages) if self.cache.enabled else None
         async for seq, prev, body in source:
             if recovered is None:
                 recovered = prev is not None
