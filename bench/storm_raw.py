@@ -129,7 +129,12 @@ async def run(args) -> dict:
         n1, n2, n3 = cluster.node_procs
         path = f"/ws?token={cluster.token('storm')}"
         rooms = [f"storm.{r}" for r in range(args.rooms)]
-        clients = [RawClient(rooms[i % args.rooms], [], path) for i in range(args.clients)]
+        if args.distinct_users:  # one user per client instead of one user for all
+            clients = [RawClient(rooms[i % args.rooms], [],
+                                 f"/ws?token={cluster.token(f'storm{i}')}")
+                       for i in range(args.clients)]
+        else:
+            clients = [RawClient(rooms[i % args.rooms], [], path) for i in range(args.clients)]
         for c in clients:
             await c.open(n1.port, resume=False)
         await asyncio.wait_for(asyncio.gather(*(c.joined.wait() for c in clients)), 60)
@@ -205,6 +210,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=10.0)
     ap.add_argument("--env", nargs="*", default=[])
     add_gen_gc_flag(ap)
+    ap.add_argument("--distinct-users", action="store_true",
+                    help="a different user per client (default: all clients are one user)")
     args = ap.parse_args()
     import uvloop
 
