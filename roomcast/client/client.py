@@ -22,13 +22,14 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import websockets
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from roomcast.backoff import backoff_delays
+from roomcast.client.dialer import Dialer, TokenSource
 from roomcast.client.model import (
     TEMPORARY_CODES,
     Message,
@@ -51,8 +52,6 @@ from roomcast.errors import (
 
 log = logging.getLogger("roomcast.client")
 
-TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
-
 
 class Client:
     """A roomcast connection that survives disconnects. Use :func:`connect`."""
@@ -63,15 +62,17 @@ class Client:
                  connect_timeout: float = 10.0, rng: random.Random | None = None,
                  shuffle_urls: bool = True,
                  on_state: Callable[[State, dict], None] | None = None) -> None:
-        self.urls = [urls] if isinstance(urls, str) else list(urls)
-        if not self.urls:
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        if not urls:
             raise ValueError("at least one URL is required")
         if backoff_cap > 30.0:
             raise ValueError("backoff_cap is at most 30 s")
-        self._token_source = token
-        self._backoff = (backoff_base, backoff_cap)
-        self._connect_timeout = connect_timeout
+        self.urls = urls
         self._rng = rng or random.Random()
+        self._dialer = Dialer(urls, token, backoff=(backoff_base, backoff_cap),
+                              connect_timeout=connect_timeout, rng=self._rng,
+                              shuffle=shuffle_urls)
+        self._connect_timeout = connect_timeout
         self._on_state = on_state
         self._rooms: dict[str, _Room] = {}
         self._outbox = Outbox(max_pending_publishes)
@@ -87,8 +88,6 @@ class Client:
         self._runner: asyncio.Task | None = None
         self._closed = False
         self._fatal: BaseException | None = None
-        # Start at a random URL so that many clients spread over the nodes; then rotate.
-        self._url_index = self._rng.randrange(len(self.urls)) if shuffle_urls else 0
         #: Information about the current connection: node, conn id, and after a resume the
         #: per-room outcome (``{"room": {"recovered": bool, "replayed": n, "seq": n}}``).
         self.node: str | None = None
@@ -207,49 +206,21 @@ class Client:
 
     # -- connection loop -------------------------------------------------------------
 
-    async def _token(self) -> str:
-        src = self._token_source
-        if isinstance(src, str):
-            return src
-        value = src()
-        if asyncio.iscoroutine(value) or isinstance(value, Awaitable):
-            value = await value
-        return value
-
-    def _next_url(self) -> str:
-        url = self.urls[self._url_index % len(self.urls)]
-        self._url_index += 1
-        return url
-
     async def _run(self) -> None:
-        delays = backoff_delays(*self._backoff, rng=self._rng)
+        dialer = self._dialer
         try:
             while not self._closed:
-                url = self._next_url()
+                url = dialer.next_url()
                 self._set_state(State.CONNECTING, url=url)
-                try:
-                    ws = await websockets.connect(
-                        url, additional_headers={"Authorization": f"Bearer {await self._token()}"},
-                        open_timeout=self._connect_timeout, max_size=None, compression=None)
-                except InvalidStatus as exc:
-                    status = exc.response.status_code
-                    if status == 401:
-                        reason = bytes(exc.response.body or b"").decode(errors="replace").strip()
-                        raise AuthenticationFailed(reason or "unauthorized") from None
-                    log.info("connect to %s refused with HTTP %d", url, status)
-                except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
-                    log.info("connect to %s failed: %s", url, exc)
-                else:
+                ws = await dialer.connect(url)
+                if ws is not None:
                     code = await self._serve(ws)
                     if code is not None and not retryable(code):
                         raise AuthenticationFailed(ws.close_reason or f"closed with {code}")
-                    delays = backoff_delays(*self._backoff, rng=self._rng)
+                    dialer.reset_backoff()
                 if self._closed:
                     break
-                if self._retry_after is not None:
-                    delay, self._retry_after = self._retry_after, None
-                else:
-                    delay = next(delays)
+                delay, self._retry_after = dialer.delay(self._retry_after), None
                 await asyncio.sleep(delay)
         except asyncio.CancelledError:
             raise
