@@ -31,6 +31,7 @@ from roomcast.backplane.natsclient import (
     FastHeadersClient,
     decode_ack,
     expire,
+    sequence_headers,
 )
 
 from roomcast.backoff import backoff_delays
@@ -308,24 +309,25 @@ class NatsBackplane:
         if room in self._subs:
             return
 
-        async def cb(msg: Msg) -> None:
-            h = msg.headers
-            try:
-                seq = int(h["Nats-Sequence"])
-                prev = int(h.get("Nats-Last-Sequence", 0))
-            except (TypeError, KeyError, ValueError):
-                log.warning("dropping live message without sequence headers on %s", msg.subject)
+        def on_live(subject: bytes, headers: bytes | None, data: bytes) -> None:
+            seqs = sequence_headers(headers)
+            if seqs is None:
+                log.warning("dropping live message without sequence headers on %s",
+                            subject.decode(errors="replace"))
                 return
-            handler(RoomMessage(room, seq, prev, msg.data))
+            handler(RoomMessage(room, seqs[0], seqs[1], data))
 
-        self._subs[room] = await self._nc.subscribe(
-            subjects.live_subject(room), cb=cb, pending_msgs_limit=-1,
-            pending_bytes_limit=256 * 1024 * 1024)
+        # Live messages skip nats-py's per-message machinery (Msg, header dict, pending queue,
+        # a task wakeup): the parser hands them to on_live, which only queues frames.
+        sub = await self._nc.subscribe(subjects.live_subject(room))
+        self._nc.direct(sub, on_live)
+        self._subs[room] = sub
         await self._nc.flush(timeout=5)
 
     async def unsubscribe(self, room: str) -> None:
         sub = self._subs.pop(room, None)
         if sub is not None:
+            self._nc.undirect(sub)
             try:
                 await sub.unsubscribe()
             except nats.errors.Error:

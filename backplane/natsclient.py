@@ -59,6 +59,9 @@ class FastHeadersClient(nats.aio.client.Client):
         per message. For the JetStream ack inbox, where that was a large part of a publish."""
         self._direct[sub._id] = handler
 
+    def undirect(self, sub) -> None:
+        self._direct.pop(sub._id, None)
+
     async def publish_msg_id(self, subject: str, reply: str, msg_id: str, payload: bytes) -> None:
         """``publish(subject, payload, reply=reply, headers={"Nats-Msg-Id": msg_id})`` with the
         same checks, the ``HPUB`` command built in one step. Callers pass subjects made from
@@ -107,6 +110,25 @@ class FastHeadersClient(nats.aio.client.Client):
             if _WHITESPACE.search(key) is None:
                 out[key] = value.strip().decode("utf-8", "replace")
         return out or None
+
+
+def sequence_headers(raw: bytes | None) -> tuple[int, int] | None:
+    """``Nats-Sequence`` and ``Nats-Last-Sequence`` (0 when absent) from a raw header block as
+    JetStream's RePublish writes it, without building a dict; None when ``Nats-Sequence`` is
+    missing or either value is not an integer (the same answers as reading them from
+    nats-py's parsed headers, property-tested)."""
+    if not raw:
+        return None
+    i = raw.find(b"\r\nNats-Sequence:")
+    if i < 0:
+        return None
+    try:
+        seq = int(raw[i + 16:raw.find(b"\r\n", i + 16)])
+        k = raw.find(b"\r\nNats-Last-Sequence:")
+        prev = int(raw[k + 21:raw.find(b"\r\n", k + 21)]) if k >= 0 else 0
+    except ValueError:
+        return None
+    return seq, prev
 
 
 class AckError(Exception):

@@ -62,3 +62,47 @@ def test_publish_msg_id_queues_the_same_bytes_as_nats_py(subject, reply, msg_id,
 
     ours, theirs = asyncio.run(run())
     assert ours == theirs
+
+
+def _from_dict(block: bytes):
+    """What the live path read before: nats-py's parsed headers, then int()."""
+    async def run():
+        return await nats.aio.client.Client()._process_headers(block)
+    h = asyncio.run(run())
+    if not h or "Nats-Sequence" not in h:
+        return None
+    try:
+        return int(h["Nats-Sequence"]), int(h.get("Nats-Last-Sequence", 0))
+    except ValueError:
+        return None
+
+
+seq_value = st.one_of(st.integers(0, 2**63).map(lambda n: str(n).encode()),
+                      st.sampled_from([b"", b"x", b" 7 ", b"-1", b"1.5", b"12a"]))
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"Nats-Stream", b"Nats-Subject", b"Nats-Time-Stamp",
+                                           b"X-Other", b"Nats-Sequence-Id"]), line_bytes),
+                max_size=4),
+       st.one_of(st.none(), seq_value), st.one_of(st.none(), seq_value), st.booleans())
+def test_sequence_headers_read_what_the_parsed_headers_say(others, seq, last, last_first):
+    from roomcast.backplane.natsclient import sequence_headers
+
+    lines = [k + b": " + v for k, v in others]
+    named = []
+    if seq is not None:
+        named.append(b"Nats-Sequence: " + seq)
+    if last is not None:
+        named.append(b"Nats-Last-Sequence: " + last)
+    if last_first:
+        named.reverse()
+    block = b"NATS/1.0\r\n" + b"".join(x + b"\r\n" for x in lines + named) + b"\r\n"
+    assert sequence_headers(block) == _from_dict(block), block
+
+
+def test_sequence_headers_of_real_republished_messages():
+    from roomcast.backplane.natsclient import sequence_headers
+
+    assert sequence_headers(REAL[0]) == (42, 40)
+    assert sequence_headers(None) is None
+    assert sequence_headers(b"NATS/1.0\r\nNats-Stream: ROOMS\r\n\r\n") is None
