@@ -58,6 +58,9 @@ async def test_members_on_different_nodes_see_each_other(nodes):
     alice = await WsClient.connect(a.port, token("alice", info={"name": "Alice"}))
     j1 = await alice.join(room)
     assert set(j1["presence"]["members"]) == {"alice"}
+    # Views converge within a NATS hop (docs/presence.md); right after the nodes start, B may
+    # still be fetching A's snapshot.
+    await eventually(lambda: b.presence.state.user_count(room) == 1)
     bob = await WsClient.connect(b.port, token("bob"))
     j2 = await bob.join(room)
     assert set(j2["presence"]["members"]) == {"alice", "bob"}
