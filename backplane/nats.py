@@ -39,6 +39,7 @@ from roomcast.errors import BackplaneError, ConfigError, PublishError
 
 log = logging.getLogger("roomcast.backplane")
 
+
 @dataclass(frozen=True)
 class NatsConfig:
     """Settings of the NATS backplane.
