@@ -249,7 +249,7 @@ class PresenceTracker:
         """A session resumed here: ask the node still holding its old connection to close it."""
         origin = self.state.origin_of(old_conn)
         if origin is not None and origin != self.instance:
-            self._spawn(self.nc.publish(subjects.presence_evict(origin), old_conn.encode()))
+            self._spawn(self._publish(subjects.presence_evict(origin), old_conn.encode()))
         elif origin == self.instance:
             self._close_conn(old_conn)
 
