@@ -64,15 +64,19 @@ class Cluster:
         self.node_procs: list[NodeProcess] = []
 
     def __enter__(self) -> Cluster:
-        self.nats_cluster.start()
-        env = {"ROOMCAST_LOG_LEVEL": "warning", "ROOMCAST_RATE_LIMIT": "100000",
-               "ROOMCAST_RATE_BURST": "100000", **self.env}
-        for i in range(self.nodes):
-            self.node_procs.append(NodeProcess(f"bench-{i + 1}", "127.0.0.1", free_port(),
-                                               self.nats_cluster.urls, self.key,
-                                               self.nats_cluster.replicas, env))
-        for n in self.node_procs:
-            n.wait_ready()
+        try:
+            self.nats_cluster.start()
+            env = {"ROOMCAST_LOG_LEVEL": "warning", "ROOMCAST_RATE_LIMIT": "100000",
+                   "ROOMCAST_RATE_BURST": "100000", **self.env}
+            for i in range(self.nodes):
+                self.node_procs.append(NodeProcess(f"bench-{i + 1}", "127.0.0.1", free_port(),
+                                                   self.nats_cluster.urls, self.key,
+                                                   self.nats_cluster.replicas, env))
+            for n in self.node_procs:
+                n.wait_ready()
+        except BaseException:
+            self.__exit__()  # a failed start stops what it started
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

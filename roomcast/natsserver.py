@@ -185,10 +185,14 @@ class NatsCluster:
         return 3 if len(self.servers) >= 3 else 1
 
     def start(self, timeout: float = 20.0) -> NatsCluster:
-        for s in self.servers:
-            s.start()
-        for s in self.servers:
-            s.wait_ready(timeout)
+        try:
+            for s in self.servers:
+                s.start()
+            for s in self.servers:
+                s.wait_ready(timeout)
+        except BaseException:
+            self.stop()  # a failed start stops what it started
+            raise
         return self
 
     def stop(self) -> None:

@@ -103,3 +103,29 @@ async def test_dev_cluster_serves_and_stops_without_orphans():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_nats_cluster_that_fails_to_start_stops_the_servers_it_started():
+    """One server of three cannot start (its port is taken): start() raises and the two
+    that did start are stopped, not left running behind the caller."""
+    import socket
+
+    from roomcast.natsserver import NatsCluster
+
+    cluster = NatsCluster(3)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", cluster.servers[2].port))
+    blocker.listen()
+    try:
+        try:
+            cluster.start(timeout=10 * UNIT)
+        except (RuntimeError, TimeoutError):
+            pass
+        else:
+            raise AssertionError("start() succeeded with a server's port taken")
+        started = [s.proc for s in cluster.servers if s.proc is not None]
+        assert len(started) == 3
+        assert all(p.poll() is not None for p in started)
+    finally:
+        blocker.close()
+        cluster.stop()
