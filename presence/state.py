@@ -172,8 +172,8 @@ class PresenceState:
 
     def members_json(self, room: str) -> bytes:
         """:meth:`members` as JSON, assembled from each user's part, encoded once and kept
-        until that user's connections in the room change (every join and resume carries the
-        room's list; a resume storm asks for it once per resuming client)."""
+        (extended on a join, dropped on a leave) while that user is in the room: every join
+        and resume carries the room's list, and a resume storm asks for it once per client."""
         cache = self._user_json
         parts = []
         for user, conns in self._rooms.get(room, {}).items():
@@ -222,7 +222,13 @@ class PresenceState:
             return []
         conns[c.conn] = c
         self._index[(c.room, c.conn)] = c
-        self._user_json.pop((c.room, c.user), None)
+        key = (c.room, c.user)
+        part = self._user_json.get(key)
+        if part is not None:
+            # Extend the user's kept part (it lists the connections in insertion order, as
+            # the dict does) instead of re-encoding all of them: a resume storm adds a
+            # user's connections one by one and asks for the list after each.
+            self._user_json[key] = b"%s,%s]" % (part[:-1], _enc(c.meta()))
         self._by_node.setdefault(c.node, {}).setdefault(c.conn, set()).add(c.room)
         return [Transition(Op.JOIN, c.room, c.user, c)] if first else []
 
