@@ -33,7 +33,11 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.fanout --gen-gc
 	$(BIN)/python -m bench.pingpong
 	$(BIN)/python -m bench.storm
@@ -42,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.idle
 	$(BIN)/python -m bench.publish --window 8 64 --gen-gc
 	$(BIN)/python -m bench.writecost
+	$(BIN)/python -m bench.wsengines --gen-gc
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
