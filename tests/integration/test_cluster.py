@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -178,6 +179,69 @@ async def test_nats_server_stopped_mid_stream_publishing_continues(nats3, nodes)
     finally:
         victim.start()
         victim.wait_ready()
+    for c in (member_a, member_b, pub):
+        await c.close()
+
+
+async def test_rooms_stream_leader_killed_with_publishes_in_flight(nats3, nodes):
+    """The ROOMS stream's leader is killed while a client has publishes in flight: each one
+    ends acked (the node retries it under the same id through the election) or, past the
+    node's budget, with a temporary error the client retries with the same id. Every message
+    is then stored once and reaches members on both nodes exactly once, in seq order, with
+    an unbroken prev chain and the seq its ack named."""
+    import nats
+
+    a, b = nodes
+    room = room_name()
+    member_a, member_b = await WsClient.connect(a.port), await WsClient.connect(b.port)
+    await member_a.join(room)
+    await member_b.join(room)
+    pub = await WsClient.connect(a.port)
+    nc = await nats.connect(nats3.urls)
+    leader = (await nc.jetstream().stream_info("ROOMS")).cluster.leader
+    victim = next(s for s in nats3.servers if s.name == leader)
+    total = 120
+
+    took: list[float] = []
+
+    async def publish(i: int) -> dict:
+        t0 = time.monotonic()
+        while True:  # what a client does with a temporary error: the same id again
+            reply = await pub.request({"type": "publish", "room": room, "data": {"i": i},
+                                       "id": f"lk{i}"}, timeout=60 * UNIT)
+            if reply["type"] == "ack" or not reply.get("temporary"):
+                took.append(time.monotonic() - t0)
+                return reply
+            await asyncio.sleep(0.2)
+
+    try:
+        tasks = []
+        for i in range(total):
+            tasks.append(asyncio.create_task(publish(i)))
+            if i == total // 3:
+                victim.kill()
+            await asyncio.sleep(0.01)
+        replies = await asyncio.wait_for(asyncio.gather(*tasks), 120 * UNIT)
+        assert all(r["type"] == "ack" for r in replies), [r for r in replies if r["type"] != "ack"]
+        assert max(took) > 1.0  # some were in flight across the election, not all before it
+        acked_seq = {i: r["seq"] for i, r in enumerate(replies)}
+        for member in (member_a, member_b):
+            msgs = await member.wait_messages(room, total, timeout=30 * UNIT)
+            await asyncio.sleep(0.3)  # a duplicate would arrive right behind
+            msgs = member.messages(room)
+            assert sorted(m["data"]["i"] for m in msgs) == list(range(total))  # each once
+            assert_chain(msgs)
+            assert {m["data"]["i"]: m["seq"] for m in msgs} == acked_seq
+        from roomcast.backplane.subjects import room_subject
+
+        subject = room_subject(room)
+        stored = await nc.jetstream().stream_info("ROOMS", subjects_filter=subject)
+        assert stored.state.subjects == {subject: total}  # stored once each
+    finally:
+        if not victim.running:
+            victim.start()
+            await asyncio.to_thread(victim.wait_ready)
+        await nc.close()
     for c in (member_a, member_b, pub):
         await c.close()
 
