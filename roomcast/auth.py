@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from jwt.algorithms import get_default_algorithms
 
 from roomcast.errors import AuthError, ConfigError
 
@@ -95,6 +96,23 @@ class AuthConfig:
             raise ConfigError("jwt_algorithms", "do not mix HMAC and public-key algorithms")
         if all(hs) and len(self.key.encode()) < 32:
             raise ConfigError("jwt_key", "an HMAC secret must be at least 32 bytes")
+        verify_key: Any = self.key
+        if not any(hs):
+            # Parse the PEM once here, not on every handshake (~60 µs each for RS256/ES256),
+            # and refuse to start with a key none of the algorithms can use.
+            algorithms = get_default_algorithms()
+            loaded = []
+            for name in self.algorithms:
+                try:
+                    loaded.append(algorithms[name].prepare_key(self.key))
+                except (jwt.InvalidKeyError, ValueError, TypeError):
+                    pass
+            if not loaded:
+                raise ConfigError("jwt_key", "not a public key usable with "
+                                  + ", ".join(self.algorithms))
+            if len(loaded) == len(self.algorithms):  # one key type serves all of them
+                verify_key = loaded[0]
+        object.__setattr__(self, "verify_key", verify_key)
 
 
 def verify_token(token: str | None, config: AuthConfig, *, now: float | None = None) -> Identity:
@@ -109,7 +127,7 @@ def verify_token(token: str | None, config: AuthConfig, *, now: float | None = N
     try:
         claims = jwt.decode(
             token,
-            config.key,
+            config.verify_key,  # type: ignore[attr-defined] - set in __post_init__
             algorithms=list(config.algorithms),
             audience=config.audience,
             issuer=config.issuer,
@@ -126,7 +144,10 @@ def verify_token(token: str | None, config: AuthConfig, *, now: float | None = N
         raise AuthError(f"token lacks required claim {exc.claim!r}") from None
     except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as exc:
         raise AuthError(f"token {str(exc).lower()}") from None
-    except jwt.InvalidTokenError:
+    except jwt.InvalidKeyError:
+        # A listed algorithm the configured key cannot serve (an RSA token for an EC key).
+        raise AuthError("token algorithm does not match the key") from None
+    except (jwt.InvalidTokenError, jwt.PyJWTError):
         raise AuthError("malformed token") from None
     user = claims.get("sub")
     if not isinstance(user, str) or not 0 < len(user) <= 128 or not user.isprintable():

@@ -83,6 +83,20 @@ def test_public_key_tokens():
                                          serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     tok = jwt.encode({"sub": "e", "exp": time.time() + 60}, priv, algorithm="ES256")
     assert verify_token(tok, AuthConfig(pub, algorithms=("ES256",))).user == "e"
+    # An EC key listed with RSA algorithms too: ES256 tokens still verify, an RS256 token is
+    # refused with an AuthError (not an exception from the key type).
+    both = AuthConfig(pub, algorithms=("ES256", "RS256"))
+    assert verify_token(tok, both).user == "e"
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    rs = jwt.encode({"sub": "e", "exp": time.time() + 60}, rsa.generate_private_key(65537, 2048),
+                    algorithm="RS256")
+    with pytest.raises(AuthError):
+        verify_token(rs, both)
+    other = ec.generate_private_key(ec.SECP256R1())
+    forged = jwt.encode({"sub": "e", "exp": time.time() + 60}, other, algorithm="ES256")
+    with pytest.raises(AuthError, match="bad token signature"):
+        verify_token(forged, AuthConfig(pub, algorithms=("ES256",)))
 
 
 @pytest.mark.parametrize("kw,field", [
@@ -90,6 +104,9 @@ def test_public_key_tokens():
     ({"key": KEY, "algorithms": ()}, "jwt_algorithms"),
     ({"key": KEY, "algorithms": ("none",)}, "jwt_algorithms"),
     ({"key": KEY, "algorithms": ("HS256", "RS256")}, "jwt_algorithms"),
+    ({"key": "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n",
+      "algorithms": ("RS256",)}, "jwt_key"),
+    ({"key": KEY, "algorithms": ("ES256",)}, "jwt_key"),
 ])
 def test_auth_config_validation(kw, field):
     """Bad auth settings fail at start-up, naming the setting."""
