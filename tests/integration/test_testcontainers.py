@@ -17,10 +17,10 @@ pytestmark = pytest.mark.docker
 @pytest.fixture(scope="module")
 def nats_container():
     try:
-        from testcontainers.nats import NatsContainer
+        from testcontainers.community.nats import NatsContainer
     except ImportError:
-        try:
-            from testcontainers.community.nats import NatsContainer  # type: ignore
+        try:  # testcontainers before the community split
+            from testcontainers.nats import NatsContainer  # type: ignore
         except ImportError as exc:
             pytest.skip(f"testcontainers NATS module not installed: {exc}")
     try:
