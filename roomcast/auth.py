@@ -82,6 +82,9 @@ class AuthConfig:
     audience: str | None = None
     issuer: str | None = None
     leeway: float = 5.0
+    #: what PyJWT verifies with: the parsed public key (or the key text when the listed
+    #: algorithms need different key types); set from ``key`` at construction
+    verify_key: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -127,7 +130,7 @@ def verify_token(token: str | None, config: AuthConfig, *, now: float | None = N
     try:
         claims = jwt.decode(
             token,
-            config.verify_key,  # type: ignore[attr-defined] - set in __post_init__
+            config.verify_key,
             algorithms=list(config.algorithms),
             audience=config.audience,
             issuer=config.issuer,
@@ -147,7 +150,7 @@ def verify_token(token: str | None, config: AuthConfig, *, now: float | None = N
     except jwt.InvalidKeyError:
         # A listed algorithm the configured key cannot serve (an RSA token for an EC key).
         raise AuthError("token algorithm does not match the key") from None
-    except (jwt.InvalidTokenError, jwt.PyJWTError):
+    except jwt.PyJWTError:  # InvalidTokenError and the rest
         raise AuthError("malformed token") from None
     user = claims.get("sub")
     if not isinstance(user, str) or not 0 < len(user) <= 128 or not user.isprintable():
