@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import resource
 import secrets
 import time
+import urllib.request
 from dataclasses import dataclass, field
 
 from roomcast.auth import mint_token
@@ -95,6 +97,28 @@ class Cluster:
 
     def node_rss(self) -> list[int]:
         return [rss_bytes(n.proc.pid) for n in self.node_procs]
+
+    def loop_lag(self) -> dict[float, int]:
+        """The nodes' event-loop lag histograms summed: {upper bound s: samples <= it}, with
+        ``inf`` the number of samples (``roomcast_event_loop_lag_seconds``)."""
+        total: dict[float, int] = {}
+        for n in self.node_procs:
+            with urllib.request.urlopen(f"http://127.0.0.1:{n.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            for m in re.finditer(r'^roomcast_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$',
+                                 text, re.M):
+                le = float(m.group(1))
+                total[le] = total.get(le, 0) + int(float(m.group(2)))
+        return total
+
+
+def lag_summary(before: dict[float, int], after: dict[float, int]) -> str:
+    """'samples / over 5 ms / over 25 ms / over 100 ms' of the nodes' loop lag between two
+    :meth:`Cluster.loop_lag` readings."""
+    diff = {le: after.get(le, 0) - before.get(le, 0) for le in after}
+    n = diff.get(float("inf"), 0)
+    over = [n - diff.get(le, 0) for le in (0.005, 0.025, 0.1)]
+    return f"{n} / {over[0]} / {over[1]} / {over[2]}"
 
 
 def pin(pid: int, cpus: set[int]) -> None:

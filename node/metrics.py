@@ -9,6 +9,8 @@ event loop thread, so no lock is needed.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
@@ -73,6 +75,21 @@ def _fast(metrics: list[FastCounter | FastHistogram]) -> _Collector:
     return _Collector(lambda: [m.family() for m in metrics])
 
 
+#: Seconds between two event-loop lag samples (``NodeMetrics.probe_loop_lag``).
+LOOP_LAG_INTERVAL = 0.1
+
+
+async def probe_loop_lag(histogram: FastHistogram, interval: float = LOOP_LAG_INTERVAL) -> None:
+    """Sleep ``interval`` again and again and record how much later than asked each wake-up
+    came. Anything that keeps the loop from running timers (a long callback, a collector pause,
+    a CPU shared with busier processes) shows up here; libuv timers have 1 ms granularity, so
+    lags under ~1 ms are noise."""
+    while True:
+        t = time.perf_counter()
+        await asyncio.sleep(interval)
+        histogram.observe(max(0.0, time.perf_counter() - t - interval))
+
+
 class NodeMetrics:
     def __init__(self, node_id: str) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
@@ -87,7 +104,12 @@ class NodeMetrics:
         self.publish_latency = FastHistogram(
             "roomcast_publish_ack_seconds", "Client publish to JetStream ack",
             (.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 20))
-        r.register(_fast([self.received, self.delivered, self.fanout, self.publish_latency]))
+        self.loop_lag = FastHistogram(
+            "roomcast_event_loop_lag_seconds",
+            f"How late the node's event loop ran a timer due every {LOOP_LAG_INTERVAL} s",
+            (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+        r.register(_fast([self.received, self.delivered, self.fanout, self.publish_latency,
+                          self.loop_lag]))
         self.errors = Counter("roomcast_errors_total", "Error frames sent, by code", ["code"],
                               registry=r)
         self.closes = Counter("roomcast_closes_total", "Connections closed by the server, by code",

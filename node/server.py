@@ -23,7 +23,7 @@ from roomcast.backplane.base import Backplane
 from roomcast.backplane.nats import NatsBackplane
 from roomcast.node.connection import Connection, wait_all
 from roomcast.node.lean import slim_connection, tune_gc
-from roomcast.node.metrics import NodeMetrics
+from roomcast.node.metrics import NodeMetrics, probe_loop_lag
 from roomcast.node.peer import Peer, PeerLimits
 from roomcast.node.replaycache import ReplayCache
 from roomcast.node.rooms import RoomRegistry
@@ -49,6 +49,7 @@ LIST_CONNECTIONS_FACTOR = 4
 WS_PATH = "/ws"
 CLOSE_TIMEOUT = 3.0  # seconds a client gets to answer our close frame
 EXPIRY_SWEEP = 1.0  # seconds between checks for expired tokens
+KEEPALIVE_SLICE = 100  # connections pinged in one go; slices are spread over the interval
 
 
 class Node:
@@ -78,6 +79,7 @@ class Node:
         self._flush_scheduled = False
         self._keepalive_task: asyncio.Task | None = None
         self._expiry_task: asyncio.Task | None = None
+        self._lag_task: asyncio.Task | None = None
         self.draining = False
         self._server: Server | None = None
         self._port = config.port
@@ -126,6 +128,7 @@ class Node:
             self._keepalive_task = self.spawn(
                 self._keepalive(cfg.ping_interval, cfg.ping_timeout or cfg.ping_interval))
         self._expiry_task = self.spawn(self._expire_tokens())
+        self._lag_task = self.spawn(probe_loop_lag(self.metrics.loop_lag))
         log.info("node listening", extra={"port": self._port, "ws_path": WS_PATH})
 
     @property
@@ -143,6 +146,8 @@ class Node:
             self._keepalive_task.cancel()
         if self._expiry_task is not None:
             self._expiry_task.cancel()
+        if self._lag_task is not None:
+            self._lag_task.cancel()
         log.info("draining", extra={"connections": len(self.connections)})
         # Keep listening while draining: /readyz answers 503 "draining", /metrics shows the
         # drain, and new upgrades get 503 (see _process_request). The listener closes last.
@@ -217,14 +222,23 @@ class Node:
         await self.stop()
 
     async def _keepalive(self, interval: float, silence: float) -> None:
-        """Ping every connection each ``interval``; close those silent for ``silence``."""
+        """Ping every connection each ``interval``; close those silent for ``silence``.
+
+        A ping costs ~40 µs of loop time (frame, write): one sweep of 10,000 connections would
+        stall deliveries for 0.4 s. The sweep goes in slices of ``KEEPALIVE_SLICE`` spread
+        evenly over the interval instead, so the loop is never held for more than one slice."""
         loop = asyncio.get_running_loop()
+        start = loop.time()
         while not self.draining:
-            await asyncio.sleep(interval)
-            for i, conn in enumerate(list(self.connections)):
-                conn.keepalive(loop.time(), silence)
-                if i % 1000 == 999:
-                    await asyncio.sleep(0)  # let other work run during a large sweep
+            conns = list(self.connections)
+            slices = max(1, -(-len(conns) // KEEPALIVE_SLICE))
+            for k in range(slices):
+                await asyncio.sleep(max(0.0, start + interval * (k + 1) / slices - loop.time()))
+                for conn in conns[k * KEEPALIVE_SLICE:(k + 1) * KEEPALIVE_SLICE]:
+                    conn.keepalive(loop.time(), silence)
+            start += interval
+            if start < loop.time():  # fell behind (a stalled loop): don't catch up in a burst
+                start = loop.time()
 
     async def _expire_tokens(self) -> None:
         """Close connections whose JWT has expired (4500), checked every second: one sweep

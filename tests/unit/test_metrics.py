@@ -37,3 +37,23 @@ def test_same_exposition_as_prometheus_client(observations, increments):
     assert [ln.rsplit(" ", 1)[0] for ln in mine] == [ln.rsplit(" ", 1)[0] for ln in theirs]
     for a, b in zip(mine, theirs, strict=True):
         assert abs(float(a.rsplit(" ", 1)[1]) - float(b.rsplit(" ", 1)[1])) < 1e-6
+
+
+async def test_loop_lag_probe_records_a_stalled_loop():
+    """A callback that blocks the loop for 150 ms shows up as one lag sample of >= 100 ms;
+    an idle loop's samples stay under it."""
+    import asyncio
+    import time
+
+    from roomcast.node.metrics import probe_loop_lag
+
+    h = FastHistogram("lag_seconds", "doc", (.01, .1, 1))
+    task = asyncio.create_task(probe_loop_lag(h, interval=0.02))
+    await asyncio.sleep(0.2)
+    idle = list(h.counts)
+    assert sum(idle) >= 3 and idle[2] == idle[3] == 0  # nothing above 100 ms while idle
+    time.sleep(0.15)  # noqa: ASYNC251 - blocking the loop is the point
+    await asyncio.sleep(0.1)
+    task.cancel()
+    assert h.counts[2] + h.counts[3] == 1  # one sample in (0.1, 1] or above
+    assert h.sum >= 0.1
