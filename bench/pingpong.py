@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from bench.harness import Cluster, machine, percentile, pin_split
+from bench.harness import Cluster, lag_summary, machine, percentile, pin_split
 from bench.wsclient import connect
 
 
@@ -115,8 +115,10 @@ async def run(args) -> dict:
         a.send_text(b'{"type":"join","room":"pp.pong"}')
         b_proto.send_text(b'{"type":"join","room":"pp.ping"}')
         await asyncio.sleep(0.5)
+        lag0 = cluster.loop_lag()
         r = await drive(args, tm, lambda t, i: a.send_text(
             b'{"type":"publish","room":"pp.ping","data":{"t":%d,"i":%d}}' % (t, i)))
+        r["lag"] = lag_summary(lag0, cluster.loop_lag())
         a.transport.close()
         b_proto.transport.close()
         await asyncio.sleep(0.2)
@@ -171,8 +173,9 @@ def main() -> None:
     what = "backplane only (no nodes)" if args.without_nodes else "through two edge nodes"
     print(f"# cross-node round trip {what}, NATS {args.nats} servers"
           f"{', pinned: NATS on CPU 0, the rest on the others' if args.pin else ''}; {machine()}")
-    print("| pings/s | round trips | p50 ms | p99 ms | max ms | lost | A -> B p50 / p99 ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| pings/s | round trips | p50 ms | p99 ms | max ms | lost | A -> B p50 / p99 ms | "
+          "nodes' loop lag samples / over 5 / 25 / 100 ms |")
+    print("|---|---|---|---|---|---|---|---|")
     import uvloop
 
     for rate in args.rate:
@@ -180,7 +183,7 @@ def main() -> None:
         r = uvloop.run(run_without_nodes(args) if args.without_nodes else run(args))
         label = "sequential" if not rate else f"{rate:g}"
         print(f"| {label} | {r['n']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['max']:.2f} | "
-              f"{r['lost']} | {r['leg50']:.2f} / {r['leg99']:.2f} |", flush=True)
+              f"{r['lost']} | {r['leg50']:.2f} / {r['leg99']:.2f} | {r.get('lag', '-')} |", flush=True)
 
 
 if __name__ == "__main__":
