@@ -1,10 +1,12 @@
-"""The presence event log's batching: one store in flight per room, the rest merged behind it."""
+"""The presence event log's batching: one store in flight per node, the rest merged behind it,
+and at most one store per room per ``ROOM_INTERVAL`` unless a whole batch waits."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
+import pytest
 from roomcast.backplane.natsclient import AckError
 from roomcast.presence import eventlog
 from roomcast.presence.eventlog import EventLog, fixed_batches
@@ -23,6 +25,12 @@ class Store:
 
     def in_flight(self) -> list:
         return [c for c in self.calls if not c[3].done()]
+
+
+@pytest.fixture(autouse=True)
+def no_room_interval(monkeypatch):
+    """The batching tests below take the per-room interval out; its own tests put it back."""
+    monkeypatch.setattr(eventlog, "ROOM_INTERVAL", 0.0)
 
 
 def ev(n: int) -> bytes:
@@ -156,3 +164,64 @@ async def test_memory_is_bounded_while_stores_hang(monkeypatch):
 
 async def test_flush_with_nothing_waiting_returns_at_once():
     assert await EventLog(Store()).flush(0.01)
+
+
+async def test_a_room_stores_once_per_interval_and_merges_what_arrives_meanwhile(monkeypatch):
+    monkeypatch.setattr(eventlog, "ROOM_INTERVAL", 0.2)
+    store = Store()
+    log = EventLog(store)
+    loop = asyncio.get_running_loop()
+    log.add("r", ev(1), "i:1")
+    await settle()
+    assert len(store.calls) == 1  # a quiet room's first event goes at once
+    t0 = loop.time()
+    store.calls[0][3].set_result(None)
+    log.add("r", ev(2), "i:2")
+    log.add("other", ev(3), "i:3")
+    await settle()
+    assert [c[0] for c in store.calls[1:]] == ["presence.events.other"]  # not held back
+    store.calls[1][3].set_result(None)
+    await asyncio.sleep(0.1)
+    log.add("r", ev(4), "i:4")
+    await settle()
+    assert len(store.calls) == 2  # room r is inside its interval
+    for _ in range(100):
+        if len(store.calls) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert len(store.calls) == 3 and loop.time() - t0 >= 0.15
+    assert store.calls[2][1:3] == ([{"n": 2}, {"n": 4}], "i:2")
+    store.calls[2][3].set_result(None)
+    assert await log.flush(1.0)
+    assert (log.pending, log.stored, log.dropped) == (0, 3, 0)
+
+
+async def test_a_whole_batch_waiting_is_not_held_by_the_interval(monkeypatch):
+    monkeypatch.setattr(eventlog, "ROOM_INTERVAL", 30.0)
+    store = Store()
+    log = EventLog(store)
+    log.add("r", ev(0), "i:0")
+    await settle()
+    store.calls[0][3].set_result(None)
+    for n in range(1, eventlog.MAX_BATCH + 1):
+        log.add("r", ev(n), f"i:{n}")
+    await settle()
+    assert len(store.calls) == 2 and len(store.calls[1][1]) == eventlog.MAX_BATCH
+    store.calls[1][3].set_result(None)
+    assert await log.flush(1.0)
+
+
+async def test_remembered_room_times_stay_bounded(monkeypatch):
+    monkeypatch.setattr(eventlog, "ROOM_INTERVAL", 0.01)
+    monkeypatch.setattr(eventlog, "ROOM_TIMES_MAX", 50)
+    store = Store()
+    log = EventLog(store)
+    for n in range(200):
+        log.add(f"r{n}", ev(n), f"i:{n}")
+        await settle()
+        for c in store.in_flight():
+            c[3].set_result(None)
+        if n % 50 == 49:
+            await asyncio.sleep(0.02)  # earlier rooms' intervals are over
+    assert await log.flush(1.0)
+    assert len(log._room_next) <= 50 + 50
