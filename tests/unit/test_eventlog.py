@@ -211,7 +211,7 @@ async def test_a_whole_batch_waiting_is_not_held_by_the_interval(monkeypatch):
     assert await log.flush(1.0)
 
 
-async def test_remembered_room_times_stay_bounded(monkeypatch):
+async def test_remembered_room_times_stay_bounded_and_are_not_rescanned_per_event(monkeypatch):
     monkeypatch.setattr(eventlog, "ROOM_INTERVAL", 0.01)
     monkeypatch.setattr(eventlog, "ROOM_TIMES_MAX", 50)
     store = Store()
@@ -225,3 +225,21 @@ async def test_remembered_room_times_stay_bounded(monkeypatch):
             await asyncio.sleep(0.02)  # earlier rooms' intervals are over
     assert await log.flush(1.0)
     assert len(log._room_next) <= 50 + 50
+    # 300 rooms all inside their interval: the map is swept when it doubles, not on every event.
+    monkeypatch.setattr(eventlog, "ROOM_INTERVAL", 30.0)
+    sweeps = 0
+    real = log._forget_room_times
+
+    def counting() -> None:
+        nonlocal sweeps
+        sweeps += 1
+        real()
+
+    monkeypatch.setattr(log, "_forget_room_times", counting)
+    for n in range(300):
+        log.add(f"busy{n}", ev(n), f"b:{n}")
+        await settle()
+        for c in store.in_flight():
+            c[3].set_result(None)
+    assert await log.flush(1.0)
+    assert len(log._room_next) >= 300 and sweeps <= 4
