@@ -15,10 +15,12 @@ import asyncio
 import time
 
 import msgspec
+from roomcast.node.metrics import FastHistogram, probe_loop_lag
 
 from bench.harness import (
     Cluster,
     add_gen_gc_flag,
+    lag_summary,
     machine,
     percentile,
     self_cpu,
@@ -111,6 +113,9 @@ async def run(args) -> dict:
                 break
             if cpu0 is None and now >= t_measure:
                 STATE["measuring"] = True
+                lag0 = cluster.loop_lag()
+                gen_lag = FastHistogram("gen_lag", "", (0.005, 0.025, 0.1))
+                gen_probe = asyncio.create_task(probe_loop_lag(gen_lag))
                 cpu0, nats0 = cluster.node_cpu(), cluster.nats_cpu()
                 gen0 = self_cpu()
                 d0 = sum(r.count for r in receivers)
@@ -125,6 +130,10 @@ async def run(args) -> dict:
         gen1 = self_cpu()
         d1 = sum(r.count for r in receivers)
         STATE["measuring"] = False
+        gen_probe.cancel()
+        node_lag = lag_summary(lag0, cluster.loop_lag())
+        c = gen_lag.counts
+        gen_lag_s = f"{sum(c)} / {sum(c[1:])} / {sum(c[2:])} / {c[3]}"
         elapsed = time.monotonic() - t_measure
         # Let in-flight messages arrive, then count loss.
         expected = args.members * sum(acks)
@@ -154,6 +163,7 @@ async def run(args) -> dict:
             "lost": max(0, expected - received), "dups": sum(r.dups for r in receivers),
             "gaps": sum(r.gaps for r in receivers),
             "node_rss_mib": [round(x / 2**20, 1) for x in rss],
+            "node_lag": node_lag, "gen_lag": gen_lag_s,
         }
 
 
@@ -173,8 +183,9 @@ def main() -> None:
     print(f"# fan-out: {args.rooms} rooms x {args.members} members over {args.nodes} nodes, "
           f"NATS {args.nats} servers; {machine()}")
     print("| rate/room | deliveries/s | node CPU µs/delivery | node CPU % | NATS CPU % | load gen CPU % | "
-          "p50 ms | p99 ms | max ms | lost | dups | gaps | node RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "p50 ms | p99 ms | max ms | lost | dups | gaps | node RSS MiB | "
+          "loop lag samples / over 5 / 25 / 100 ms: nodes; load generator |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     import uvloop
 
     for rate in args.rate:
@@ -183,7 +194,7 @@ def main() -> None:
         print(f"| {rate:g} | {r['deliveries_per_s']:,.0f} | {r['cpu_us_per_delivery']:.1f} | "
               f"{r['node_cpu_percent']:.0f} | {r['nats_cpu_percent']:.0f} | {r['gen_cpu_percent']:.0f} | {r['p50_ms']:.1f} | "
               f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['lost']} | {r['dups']} | {r['gaps']} | "
-              f"{r['node_rss_mib']} |", flush=True)
+              f"{r['node_rss_mib']} | {r['node_lag']}; {r['gen_lag']} |", flush=True)
 
 
 if __name__ == "__main__":
