@@ -216,13 +216,17 @@ async def test_remembered_room_times_stay_bounded_and_are_not_rescanned_per_even
     monkeypatch.setattr(eventlog, "ROOM_TIMES_MAX", 50)
     store = Store()
     log = EventLog(store)
-    for n in range(200):
-        log.add(f"r{n}", ev(n), f"i:{n}")
-        await settle()
-        for c in store.in_flight():
-            c[3].set_result(None)
-        if n % 50 == 49:
-            await asyncio.sleep(0.02)  # earlier rooms' intervals are over
+
+    async def one_event_per_room(prefix: str, rooms: int, pause_every: int = 0) -> None:
+        for n in range(rooms):
+            log.add(f"{prefix}{n}", ev(n), f"{prefix}:{n}")
+            await settle()
+            for c in store.in_flight():
+                c[3].set_result(None)
+            if pause_every and n % pause_every == pause_every - 1:
+                await asyncio.sleep(0.02)  # earlier rooms' intervals are over
+
+    await one_event_per_room("r", 200, pause_every=50)
     assert await log.flush(1.0)
     assert len(log._room_next) <= 50 + 50
     # 300 rooms all inside their interval: the map is swept when it doubles, not on every event.
@@ -236,10 +240,6 @@ async def test_remembered_room_times_stay_bounded_and_are_not_rescanned_per_even
         real()
 
     monkeypatch.setattr(log, "_forget_room_times", counting)
-    for n in range(300):
-        log.add(f"busy{n}", ev(n), f"b:{n}")
-        await settle()
-        for c in store.in_flight():
-            c[3].set_result(None)
+    await one_event_per_room("busy", 300)
     assert await log.flush(1.0)
     assert len(log._room_next) >= 300 and sweeps <= 4
