@@ -75,7 +75,7 @@ def _fast(metrics: list[FastCounter | FastHistogram]) -> _Collector:
     return _Collector(lambda: [m.family() for m in metrics])
 
 
-#: Seconds between two event-loop lag samples (``NodeMetrics.probe_loop_lag``).
+#: Seconds between two event-loop lag samples (:func:`probe_loop_lag`).
 LOOP_LAG_INTERVAL = 0.1
 
 
