@@ -107,6 +107,9 @@ class Backplane(Protocol):
         """Up to ``limit`` retained messages of ``room`` with ``seq >= start_seq``, in order."""
         ...
 
-    async def last_seq(self, room: str) -> int:
-        """The ``seq`` of the room's newest retained message, 0 if none."""
+    async def last_seq(self, room: str, *, leader: bool = False) -> int:
+        """The ``seq`` of the room's newest retained message, 0 if none. Any replica may
+        answer (it may lag a little); ``leader=True`` asks the one that assigns ``seq``s,
+        whose answer no acknowledged message is newer than (used to refuse positions the
+        store never issued, docs/protocol.md §3.1)."""
         ...

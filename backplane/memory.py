@@ -81,6 +81,6 @@ class MemoryBackplane:
         out = [m for m in self._rooms.get(room, ()) if m.seq >= start_seq]
         return out[:limit]
 
-    async def last_seq(self, room: str) -> int:
+    async def last_seq(self, room: str, *, leader: bool = False) -> int:
         hist = self._rooms.get(room)
         return hist[-1].seq if hist else 0

@@ -220,6 +220,8 @@ class NatsBackplane:
             attempts += 1
             try:
                 return await (await self.publish_begin(room, body, msg_id))
+            except PublishError:
+                raise
             except (TimeoutError, AckError, nats.errors.Error, OSError) as exc:
                 last = exc
             if time.monotonic() >= deadline:
@@ -252,6 +254,12 @@ class NatsBackplane:
             # front instead of a timer per publish.
             self._acks[token] = (fut, loop.time() + self.config.publish_attempt_timeout)
             await self._nc.publish_msg_id(subject, self._ack_prefix + token, msg_id, body)
+        except nats.errors.BadSubjectError as exc:
+            # Refused before anything was sent: no retry can succeed (and the connection is
+            # untouched); fails this publish only.
+            self._take_ack(token)
+            if not fut.done():
+                fut.set_exception(PublishError(subject, 1, exc))
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             self._take_ack(token)
             if not fut.done():
@@ -320,7 +328,10 @@ class NatsBackplane:
 
         # Live messages skip nats-py's per-message machinery (Msg, header dict, pending queue,
         # a task wakeup): the parser hands them to on_live, which only queues frames.
-        sub = await self._nc.subscribe(subjects.live_subject(room))
+        try:
+            sub = await self._nc.subscribe(subjects.live_subject(room))
+        except nats.errors.BadSubjectError as exc:
+            raise BackplaneError(f"cannot subscribe to room {room[:80]!r}: {exc}") from None
         self._nc.direct(sub, on_live)
         self._subs[room] = sub
         await self._nc.flush(timeout=5)
@@ -342,6 +353,8 @@ class NatsBackplane:
             q.put_nowait(msg)
 
     async def history(self, room: str, start_seq: int, limit: int) -> list[StoredMessage]:
+        if not subjects.valid_tokens(room):  # it goes into a JSON filter, not past the seam
+            raise BackplaneError(f"history read of {room[:80]!r} refused: not a room name")
         self._hist_counter += 1
         token = str(self._hist_counter)
         q: asyncio.Queue[Msg] = asyncio.Queue()
@@ -368,19 +381,45 @@ class NatsBackplane:
                     return out
         except TimeoutError as exc:
             raise BackplaneError(f"history read of {room!r} timed out") from exc
+        except nats.errors.BadSubjectError as exc:
+            raise BackplaneError(f"history read of {room[:80]!r} refused: {exc}") from None
         finally:
             del self._hist_waiters[token]
 
-    async def last_seq(self, room: str) -> int:
+    async def last_seq(self, room: str, *, leader: bool = False) -> int:
+        if leader:
+            return await self._leader_last_seq(room)
         subject = f"{subjects.direct_get(self.config.stream)}.{subjects.room_subject(room)}"
         try:
             msg = await self._nc.request(subject, b"", timeout=5.0)
         except nats.errors.TimeoutError as exc:
             raise BackplaneError(f"last_seq of {room!r} timed out") from exc
+        except nats.errors.BadSubjectError as exc:
+            raise BackplaneError(f"last_seq of {room[:80]!r} refused: {exc}") from None
         h = msg.headers or {}
         if h.get("Status"):
             return 0
         return int(h["Nats-Sequence"])
+
+
+    async def _leader_last_seq(self, room: str) -> int:
+        """``STREAM.MSG.GET`` (answered by the stream leader, unlike a direct get)."""
+        if not subjects.valid_tokens(room):
+            raise BackplaneError(f"last_seq of {room[:80]!r} refused: not a room name")
+        req = msgspec.json.encode({"last_by_subj": subjects.room_subject(room)})
+        try:
+            msg = await self._nc.request(subjects.msg_get(self.config.stream), req, timeout=5.0)
+        except nats.errors.TimeoutError as exc:
+            raise BackplaneError(f"last_seq of {room!r} timed out") from exc
+        except nats.errors.BadSubjectError as exc:
+            raise BackplaneError(f"last_seq of {room[:80]!r} refused: {exc}") from None
+        reply = json.loads(msg.data)
+        err = reply.get("error")
+        if err is not None:
+            if err.get("err_code") == 10037:  # no message found
+                return 0
+            raise BackplaneError(f"last_seq of {room!r} failed: {err.get('description')}")
+        return int(reply["message"]["seq"])
 
 
 async def ensure_stream(nc, sc: StreamConfig, deadline: float):

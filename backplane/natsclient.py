@@ -7,7 +7,9 @@ nats-py's internals or replace part of what it does per message (``docs/performa
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import time
 from collections.abc import Callable
 
 import msgspec
@@ -34,8 +36,25 @@ class PubAck(msgspec.Struct):
 
 decode_ack = msgspec.json.Decoder(PubAck).decode
 
+log = logging.getLogger("roomcast.backplane.nats")
 
 _WHITESPACE = re.compile(r"\s")
+#: What would break the NATS protocol line or address nothing: whitespace and control bytes
+#: anywhere, an empty token (a leading, trailing or doubled dot).
+_BAD_SUBJECT = re.compile(r"[\s\x00-\x1f\x7f]|^\.|\.\.|\.\Z|^\Z")
+_BAD_HEADER = re.compile(r"[\r\n\x00]")
+#: Seconds between two error-level logs of failing direct handlers (the rest are counted).
+HANDLER_ERROR_LOG_EVERY = 10.0
+
+
+def check_subject(subject: str, what: str = "subject") -> None:
+    """Refuse a subject (or queue group, reply inbox) NATS would misread: the request fails
+    with :class:`nats.errors.BadSubjectError` and nothing reaches the connection. NATS
+    answers a malformed protocol line by closing the connection, which would cost every
+    other request on it (docs/protocol.md §2.1; names are validated before this, this is
+    the last line)."""
+    if _BAD_SUBJECT.search(subject) is not None:
+        raise nats.errors.BadSubjectError(f"invalid NATS {what}: {subject[:80]!r}")
 
 
 class FastHeadersClient(nats.aio.client.Client):
@@ -52,6 +71,28 @@ class FastHeadersClient(nats.aio.client.Client):
         super().__init__()
         #: Subscriptions whose messages skip nats-py's Msg, queue and task (see direct()).
         self._direct: dict[int, Callable[[bytes, bytes | None, bytes], None]] = {}
+        #: Messages whose direct handler raised (dropped; nats-py's read loop kept reading).
+        self.handler_errors = 0
+        self._handler_error_logged = float("-inf")
+
+    # -- the exception barrier and the subject checks of the seam ------------------------
+
+    async def publish(self, subject: str, payload: bytes = b"", reply: str = "",
+                      headers: dict[str, str] | None = None) -> None:
+        check_subject(subject)
+        if reply:
+            check_subject(reply, "reply subject")
+        if headers:
+            for key, value in headers.items():
+                if _BAD_HEADER.search(key) or _BAD_HEADER.search(value):
+                    raise nats.errors.BadSubjectError(f"invalid NATS header {key[:40]!r}")
+        await super().publish(subject, payload, reply=reply, headers=headers)
+
+    async def subscribe(self, subject: str, queue: str = "", **kwargs):
+        check_subject(subject)
+        if queue:
+            check_subject(queue, "queue group")
+        return await super().subscribe(subject, queue=queue, **kwargs)
 
     def direct(self, sub, handler: Callable[[bytes, bytes | None, bytes], None]) -> None:
         """Hand ``sub``'s messages to ``handler(subject, raw_headers, data)`` straight from the
@@ -64,11 +105,11 @@ class FastHeadersClient(nats.aio.client.Client):
 
     async def publish_msg_id(self, subject: str, reply: str, msg_id: str, payload: bytes) -> None:
         """``publish(subject, payload, reply=reply, headers={"Nats-Msg-Id": msg_id})`` with the
-        same checks, the ``HPUB`` command built in one step. Callers pass subjects made from
-        validated room names; an id with a line break goes through nats-py's own path."""
-        if "\r" in msg_id or "\n" in msg_id:
-            await self.publish(subject, payload, reply=reply, headers={"Nats-Msg-Id": msg_id})
-            return
+        same checks (and the seam's subject and header checks), the ``HPUB`` command built in
+        one step. The id is sent exactly as given."""
+        check_subject(subject)
+        if _BAD_HEADER.search(msg_id) or not msg_id or msg_id != msg_id.strip():
+            raise nats.errors.BadSubjectError("invalid Nats-Msg-Id")
         if self.is_closed:
             raise nats.errors.ConnectionClosedError
         if self.is_draining_pubs:
@@ -79,7 +120,7 @@ class FastHeadersClient(nats.aio.client.Client):
             raise nats.errors.OutboundBufferLimitError
         if size > self._max_payload:
             raise nats.errors.MaxPayloadError
-        hdr = b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % msg_id.strip().encode()
+        hdr = b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % msg_id.encode()
         self.stats["out_msgs"] += 1
         self.stats["out_bytes"] += size
         await self._send_command(b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
@@ -93,7 +134,20 @@ class FastHeadersClient(nats.aio.client.Client):
             return await super()._process_msg(sid, subject, reply, data, headers)
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
-        handler(subject, headers or None, data)
+        try:
+            handler(subject, headers or None, data)
+        except Exception:  # noqa: BLE001 - the barrier: nats-py's read loop must keep reading
+            self._handler_failed(subject)
+
+    def _handler_failed(self, subject: bytes) -> None:
+        """A direct handler raised: the message is dropped, counted, logged (at most once per
+        ``HANDLER_ERROR_LOG_EVERY`` seconds with its traceback), and reading goes on."""
+        self.handler_errors += 1
+        now = time.monotonic()
+        if now - self._handler_error_logged >= HANDLER_ERROR_LOG_EVERY:
+            self._handler_error_logged = now
+            log.exception("handler for %s failed; message dropped (%d so far)",
+                          subject[:120].decode(errors="replace"), self.handler_errors)
 
     async def _process_headers(self, headers):
         if not headers or not headers.startswith(b"NATS/1.0\r\n"):

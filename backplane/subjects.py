@@ -4,11 +4,31 @@
 ``room.<room>``              a room's messages, captured by the JetStream stream
 ``live.room.<room>``         the same messages re-published by the stream after storage,
                              with ``Nats-Sequence`` / ``Nats-Last-Sequence`` headers
-``$JS.API.DIRECT.GET.<S>``   history pages (batch direct get)
+``$JS.API.DIRECT.GET.<S>``   history pages (batch direct get), any replica
+``$JS.API.STREAM.MSG.GET.<S>`` a room's newest message, from the stream leader
 ===========================  ==========================================================
 """
 
 from __future__ import annotations
+
+import re
+
+#: One token of a name that becomes part of a NATS subject: letters, digits, ``_``, ``-``.
+#: Nothing NATS treats specially (``.``, ``*``, ``>``, whitespace, control bytes) can pass.
+_TOKENS = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*")
+
+
+def valid_tokens(name: object, max_len: int = 200) -> bool:
+    """True when ``name`` is one or more dot-separated tokens of ``A-Z a-z 0-9 _ -`` and at
+    most ``max_len`` characters: safe to put into a NATS subject as it is.
+
+    The one validator for every user- or operator-supplied part of a subject (rooms, node
+    ids, admin arguments). A full-string match: ``$`` would also match before a trailing
+    newline, which NATS reads as the end of the protocol line.
+    """
+    return (isinstance(name, str) and 0 < len(name) <= max_len
+            and _TOKENS.fullmatch(name) is not None)
+
 
 STREAM = "ROOMS"
 ROOM_PREFIX = "room."
@@ -31,6 +51,11 @@ def room_from_live(subject: str) -> str:
 
 def direct_get(stream: str) -> str:
     return f"$JS.API.DIRECT.GET.{stream}"
+
+
+def msg_get(stream: str) -> str:
+    """Get one stored message, answered by the stream's leader."""
+    return f"$JS.API.STREAM.MSG.GET.{stream}"
 
 # -- presence (docs/presence.md, docs/admin.md) -------------------------------------------
 

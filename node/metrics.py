@@ -160,5 +160,12 @@ class NodeMetrics:
 
         self.registry.register(_Collector(collect))
 
+    def watch_nats_client(self, client) -> None:
+        """Expose a :class:`roomcast.backplane.natsclient.FastHeadersClient`'s barrier count."""
+        self.registry.register(_Collector(lambda: [CounterMetricFamily(
+            "roomcast_nats_handler_errors",
+            "NATS messages dropped because roomcast's handler raised (reading went on)",
+            value=client.handler_errors)]))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,6 +8,8 @@ bytes in and reading actions out.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass
 
 import msgspec
@@ -93,6 +95,24 @@ class PeerLimits:
 
 #: Rooms a connection remembers as checked for publishing (cleared when full).
 MAY_PUBLISH_CACHE = 64
+
+
+def user_dedupe_id(user: str, msg_id: str) -> str:
+    """The ``Nats-Msg-Id`` of a client publish with its own ``id`` (docs/protocol.md §2.1).
+
+    A hash of the JSON array ``[user, id]``: an unambiguous encoding of the pair (no
+    separator either part could contain), never altered (no trimming), the same on every node
+    so a retry through another node is still recognised. ``u1.`` keeps these apart from
+    :func:`auto_dedupe_id`, which no user-chosen id can produce.
+    """
+    digest = hashlib.blake2b(msgspec.json.encode([user, msg_id]), digest_size=18).digest()
+    return "u1." + base64.urlsafe_b64encode(digest).decode()
+
+
+def auto_dedupe_id(conn_id: str, n: int) -> str:
+    """The ``Nats-Msg-Id`` of the ``n``-th publish without ``id`` on connection ``conn_id``
+    (server-generated, unique in the cluster; distinct from every :func:`user_dedupe_id`)."""
+    return f"a.{conn_id}.{n}"
 
 
 class Peer:
@@ -209,8 +229,8 @@ class Peer:
             if not f.id.isprintable():
                 return [Send(p.error(ErrorCode.BAD_FRAME, "id must be printable", f.rid,
                                      f.room))]
-            dedupe = f"{self.identity.user}:{f.id}"
+            dedupe = user_dedupe_id(self.identity.user, f.id)
         else:
             self._auto_id += 1
-            dedupe = f"{self.conn_id}:{self._auto_id}"
+            dedupe = auto_dedupe_id(self.conn_id, self._auto_id)
         return [DoPublish(f.room, f.rid, f.id, dedupe, bytes(f.data))]

@@ -72,7 +72,7 @@ class JoinResult:
 
 class Room:
     __slots__ = ("name", "name_json", "members", "catching", "last_seq", "subscribed",
-                 "lock", "pending", "out", "late")
+                 "lock", "pending", "out", "late", "base_seq")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -85,8 +85,11 @@ class Room:
         self.pending: list[RoomMessage] | None = None  # set while a gap is being repaired
         # Frames of this loop iteration, not yet written: (seq or 0, payload, framed).
         self.out: list[tuple[int, bytes, bytes]] = []
-        # Members added during this iteration that already got out[:n] directly (catch-up).
-        self.late: dict[Member, int] | None = None
+        # Members added during this iteration, with (n, position): of out[:n], queued before
+        # they joined, they get only the messages above their position, and no presence frame
+        # (their ``joined`` lists the members, their own join included; §4.10).
+        self.late: dict[Member, tuple[int, int]] | None = None
+        self.base_seq = 0  # last_seq before the first frame of out was queued
 
     def __len__(self) -> int:
         return len(self.members) + len(self.catching)
@@ -121,6 +124,7 @@ class RoomRegistry:
             room = self.rooms[name] = Room(name)
             self.metrics.rooms.set(len(self.rooms))
         catching_up = since is not None
+        existed = member in room.members
         if catching_up:
             room.catching[member] = []
             room.members.pop(member, None)
@@ -132,12 +136,26 @@ class RoomRegistry:
             await self.leave(member, name)
             raise
         if not catching_up:
+            if existed:
+                # Already a member: what this iteration queued is still to come to it.
+                return JoinResult(position=room.base_seq if room.out else room.last_seq)
+            self._mark_late(room, member, room.last_seq)
             return JoinResult(position=room.last_seq)
         try:
             return await self._catch_up(room, member, since)
         except BaseException:
             room.catching.pop(member, None)
             raise
+
+    @staticmethod
+    def _mark_late(room: Room, member: Member, position: int) -> None:
+        """``member`` became a member at ``position`` with frames of this iteration queued:
+        of those it gets only messages above ``position`` (no presence frame: its ``joined``
+        lists the members, its own join included)."""
+        if room.out:
+            if room.late is None:
+                room.late = {}
+            room.late[member] = (len(room.out), position)
 
     async def leave(self, member: Member, name: str) -> None:
         room = self.rooms.get(name)
@@ -188,6 +206,8 @@ class RoomRegistry:
         self._deliver(room, msg.seq, msg.prev, msg.body)
 
     def _deliver(self, room: Room, seq: int, prev: int | None, body: bytes) -> None:
+        if not room.out:
+            room.base_seq = room.last_seq
         room.last_seq = seq
         self.cache.append(room.name, seq, prev, body)
         frame = p.message_frame(room.name_json, seq, prev, body)
@@ -202,6 +222,8 @@ class RoomRegistry:
 
     def _queue(self, room: Room, seq: int, frame: bytes, wire: bytes) -> None:
         if not room.out:
+            if not seq:
+                room.base_seq = room.last_seq
             if not self._dirty:
                 self._request_flush()
             self._dirty.append(room)
@@ -224,7 +246,8 @@ class RoomRegistry:
             sent = 0
             for member in room.members:
                 if late is not None and member in late:
-                    part = out[late[member]:]
+                    n, position = late[member]
+                    part = [e for i, e in enumerate(out) if i >= n or e[0] > position]
                     if part:
                         member.write_shared(b"".join([w for _, _, w in part]), part)
                     continue
@@ -320,8 +343,16 @@ class RoomRegistry:
         if read:
             self.cache.prepend(room.name, list(read), room.last_seq)
         if recovered is None:
-            # Nothing after ``since`` is retained: recovered iff nothing after it was stored.
-            recovered = await self.bp.last_seq(room.name) <= since
+            # Nothing after ``since`` is retained: recovered iff nothing after it was stored,
+            # and ``since`` is a position the store issued. One beyond the room's newest
+            # message (asked of the stream leader: a replica may lag) was never issued: not
+            # confirmed; the member's position becomes the room's real one (§3.1).
+            newest = max(room.last_seq, await self.bp.last_seq(room.name))
+            if newest < since:
+                newest = max(room.last_seq, await self.bp.last_seq(room.name, leader=True))
+            recovered = newest >= since
+            if not recovered:
+                last = newest
         elif since == 0:
             recovered = replayed < self.history_per_room
         # Hand over to live: deliver the buffered live frames the replay did not cover.
@@ -347,17 +378,9 @@ class RoomRegistry:
                 last = seq
         room.catching.pop(member, None)
         room.members[member] = None
-        if room.out:
-            # This iteration's room frames up to ``last`` went to the member directly (replay
-            # or buffer): at the flush it gets only the rest, and after its direct frames.
-            done = 0
-            for i, (seq, _, _) in enumerate(room.out):
-                if seq and seq <= last:
-                    done = i + 1
-            if done:
-                if room.late is None:
-                    room.late = {}
-                room.late[member] = done
+        # This iteration's room frames up to ``last`` went to the member directly (replay or
+        # buffer): at the flush it gets only the rest, and after its direct frames.
+        self._mark_late(room, member, last)
         return JoinResult(position=last, recovered=recovered, replayed=replayed)
 
     def broadcast(self, name: str, frame: bytes) -> None:

@@ -97,6 +97,8 @@ class Node:
 
     async def start(self) -> None:
         await self.backplane.start()
+        if isinstance(self.backplane, NatsBackplane):
+            self.metrics.watch_nats_client(self.backplane.nc)
         cfg = self.config
         if cfg.presence is not None and isinstance(self.backplane, NatsBackplane):
             self.presence = PresenceTracker(

@@ -7,6 +7,7 @@ answers from its cluster-wide view, so any node can answer any question.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -14,10 +15,14 @@ import msgspec
 from nats.aio.msg import Msg
 from roomcast.backplane import subjects
 
+from roomcast.errors import ConfigError
+from roomcast.protocol import MAX_DEPTH, too_deep
+
 if TYPE_CHECKING:
     from roomcast.presence.tracker import PresenceTracker
 
 _enc = msgspec.json.Encoder()
+log = logging.getLogger("roomcast.presence.admin")
 
 
 def answer(tracker: PresenceTracker, subject: str, payload: bytes) -> dict:
@@ -36,7 +41,12 @@ def answer(tracker: PresenceTracker, subject: str, payload: bytes) -> dict:
     if rest == "nodes":
         return {**base, "nodes": tracker.live_nodes()}
     if rest == "user" or rest.startswith("user."):
-        user = rest[len("user."):] if rest.startswith("user.") else _user_from(payload)
+        if rest.startswith("user."):
+            user = rest[len("user."):]
+        else:
+            user, problem = _user_from(payload)
+            if problem:
+                return {**base, "error": problem}
         if not user:
             return {**base, "error": "name the user: roomcast.admin.user.<user> or {\"user\": …}"}
         conns = state.user(user)
@@ -45,12 +55,25 @@ def answer(tracker: PresenceTracker, subject: str, payload: bytes) -> dict:
     return {**base, "error": f"unknown admin request {rest!r}; see docs/admin.md"}
 
 
-def _user_from(payload: bytes) -> str | None:
+class _UserRequest(msgspec.Struct):
+    user: str | None = None
+
+
+_dec_user = msgspec.json.Decoder(_UserRequest)
+
+
+def _user_from(payload: bytes) -> tuple[str | None, str | None]:
+    """(user, None) from a ``{"user": …}`` payload, or (None, why it is unreadable): not
+    JSON, not an object, a non-string ``user``, or nested deeper than the protocol allows."""
     try:
-        value = json.loads(payload or b"{}").get("user")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
+        if too_deep(payload or b""):  # over-counts brackets of invalid JSON: still an error
+            raise RecursionError
+        value = _dec_user.decode(payload or b"{}")
+    except RecursionError:
+        return None, f"payload nested deeper than {MAX_DEPTH} levels"
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return None, f"unreadable payload: {str(exc)[:200]}"
+    return value.user, None
 
 
 class AdminService:
@@ -64,8 +87,15 @@ class AdminService:
                                             queue=subjects.ADMIN_QUEUE, cb=self._handle)
 
     async def _handle(self, msg: Msg) -> None:
-        if msg.reply:
-            await msg.respond(_enc.encode(answer(self.tracker, msg.subject, msg.data)))
+        if not msg.reply:
+            return
+        try:
+            reply = answer(self.tracker, msg.subject, msg.data)
+        except Exception:  # noqa: BLE001 - every request gets an answer, never silence
+            log.exception("admin request %s failed", msg.subject[:120])
+            reply = {"answered_by": self.tracker.instance, "ts": int(time.time() * 1000),
+                     "error": "internal error"}
+        await msg.respond(_enc.encode(reply))
 
     async def close(self) -> None:
         if self._sub is not None:
@@ -80,8 +110,16 @@ async def query(nats_urls: list[str], what: str, arg: str | None = None,
     nc = await nats.connect(nats_urls, max_reconnect_attempts=1, reconnect_time_wait=0.1,
                             connect_timeout=2)
     try:
-        subject = subjects.ADMIN_PREFIX + what + (f".{arg}" if arg else "")
-        msg = await nc.request(subject, b"", timeout=wait)
+        if arg and not subjects.valid_tokens(arg):
+            # Not a valid subject token (a user id with spaces, say): only `user` takes its
+            # argument in the payload; anything else cannot name it.
+            if what != "user":
+                raise ConfigError("room", f"{arg!r} is not a valid room name "
+                                  "(docs/protocol.md §2.1)")
+            subject, payload = subjects.ADMIN_PREFIX + what, json.dumps({"user": arg}).encode()
+        else:
+            subject, payload = subjects.ADMIN_PREFIX + what + (f".{arg}" if arg else ""), b""
+        msg = await nc.request(subject, payload, timeout=wait)
         return json.loads(msg.data)
     finally:
         await nc.close()

@@ -9,23 +9,30 @@ from __future__ import annotations
 
 import enum
 import re
+from typing import Annotated
 
 import msgspec
+
+from roomcast.backplane.subjects import valid_tokens
 
 # --------------------------------------------------------------------------------------
 # Limits and names (§2)
 # --------------------------------------------------------------------------------------
 
-#: A room name: dot-separated tokens of letters, digits, ``_`` and ``-`` (§2.1).
-ROOM_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 MAX_ROOM_LEN = 200
 MAX_ID_LEN = 128
 MAX_RID_LEN = 64
+#: Largest ``seq`` a client may send (``since``, ``resume`` positions) and largest integer
+#: ``rid``: 2^53 - 1, the largest integer every JSON implementation represents exactly (§2.2).
+MAX_SEQ = 2**53 - 1
+#: Deepest nesting of objects and arrays in a client frame, the frame object included (§2).
+MAX_DEPTH = 32
 
 
 def valid_room(room: str) -> bool:
-    """True when ``room`` is a well-formed room name (§2.1)."""
-    return len(room) <= MAX_ROOM_LEN and ROOM_RE.match(room) is not None
+    """True when ``room`` is a well-formed room name (§2.1): dot-separated tokens of
+    letters, digits, ``_`` and ``-``, at most ``MAX_ROOM_LEN`` characters."""
+    return valid_tokens(room, MAX_ROOM_LEN)
 
 
 # --------------------------------------------------------------------------------------
@@ -68,6 +75,7 @@ class CloseCode(enum.IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001
     PROTOCOL_ERROR = 1002
+    INVALID_DATA = 1007  # sent by websockets itself: a text frame that is not UTF-8
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
@@ -86,35 +94,38 @@ class CloseCode(enum.IntEnum):
 # --------------------------------------------------------------------------------------
 
 Rid = int | str | None
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+_RidWire = (Annotated[int, msgspec.Meta(ge=-MAX_SEQ, le=MAX_SEQ)]
+            | Annotated[str, msgspec.Meta(max_length=MAX_RID_LEN)] | None)
 
 
 class Join(msgspec.Struct, tag="join", tag_field="type"):
     room: str
-    rid: Rid = None
-    since: int | None = None
+    rid: _RidWire = None
+    since: Seq | None = None
     epoch: str | None = None
 
 
 class Leave(msgspec.Struct, tag="leave", tag_field="type"):
     room: str
-    rid: Rid = None
+    rid: _RidWire = None
 
 
 class Publish(msgspec.Struct, tag="publish", tag_field="type"):
     room: str
     data: msgspec.Raw
     id: str | None = None
-    rid: Rid = None
+    rid: _RidWire = None
 
 
 class Ping(msgspec.Struct, tag="ping", tag_field="type"):
-    rid: Rid = None
+    rid: _RidWire = None
 
 
 class Resume(msgspec.Struct, tag="resume", tag_field="type"):
     token: str
-    rooms: dict[str, int] = {}
-    rid: Rid = None
+    rooms: dict[str, Seq] = {}
+    rid: _RidWire = None
 
 
 ClientFrame = Join | Leave | Publish | Ping | Resume
@@ -152,12 +163,58 @@ def decode_client_frame(raw: bytes | str) -> ClientFrame:
         frame = _client_decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise _classify(raw, exc) from None
+    except RecursionError:
+        raise _too_deep() from None
     rid = frame.rid
-    if isinstance(rid, str) and len(rid) > MAX_RID_LEN:
-        raise FrameError(ErrorCode.BAD_FRAME, f"rid longer than {MAX_RID_LEN}")
+    if too_deep(raw):
+        raise _too_deep(rid)
     if isinstance(frame, Publish) and frame.id is not None and not 0 < len(frame.id) <= MAX_ID_LEN:
         raise FrameError(ErrorCode.BAD_FRAME, f"id must be 1..{MAX_ID_LEN} characters", rid)
     return frame
+
+
+def _too_deep(rid: Rid = None) -> FrameError:
+    return FrameError(ErrorCode.BAD_FRAME, f"JSON nested deeper than {MAX_DEPTH} levels", rid)
+
+
+_BRACKETS_ONLY = bytes(range(256)).translate(None, b"[]{}")  # every byte but brackets
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+
+
+def too_deep(raw: bytes | str, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``raw`` (JSON that parsed) nests objects and arrays more than ``limit`` levels.
+
+    Only a frame with more than ``limit`` opening brackets can be that deep, so almost every
+    frame costs two ``count`` calls. Otherwise strings are cut out (brackets in text do not
+    nest), the brackets kept, and innermost ``[]`` pairs peeled pass by pass: at most
+    ``limit`` C-speed passes, whatever the frame's size. Worst case, a 64 KiB frame built
+    for it: ~2 ms (docs/protocol.md §2).
+    """
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    return _peel_exceeds(_outside_strings(raw).translate(_SQUARE, _BRACKETS_ONLY), limit)
+
+
+def _outside_strings(raw: bytes) -> bytes:
+    """The bytes of valid JSON ``raw`` that are not inside strings. Escaped backslashes, then
+    escaped quotes, are dropped first (outside strings valid JSON has no backslash), so each
+    remaining quote opens or closes a string: every second part of a split is inside one."""
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return b"".join(raw.split(b'"')[::2])
+
+
+_PAIR = re.compile(rb"\[\]")
+
+
+def _peel_exceeds(brackets: bytes, limit: int) -> bool:
+    for _ in range(limit):
+        if not brackets:
+            return False
+        brackets = _PAIR.sub(b"", brackets)
+    return bool(brackets)
 
 
 def _classify(raw: bytes | str, exc: Exception) -> FrameError:
@@ -166,8 +223,12 @@ def _classify(raw: bytes | str, exc: Exception) -> FrameError:
         probe = _probe_decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return FrameError(ErrorCode.BAD_FRAME, "frame is not a JSON object")
+    except RecursionError:
+        return _too_deep()
     rid = probe.rid if isinstance(probe.rid, (int, str)) and not isinstance(probe.rid, bool) else None
     if isinstance(rid, str) and len(rid) > MAX_RID_LEN:
+        rid = None
+    if isinstance(rid, int) and abs(rid) > MAX_SEQ:
         rid = None
     if not isinstance(probe.type, str):
         return FrameError(ErrorCode.BAD_FRAME, "missing string field 'type'", rid)

@@ -262,7 +262,7 @@ export class RoomcastClient extends EventTarget {
         for (const w of state.waiters) w.reject(new RoomcastError(outcome.error, "resume refused", { room }));
         continue;
       }
-      this._advance(state, outcome.seq);
+      this._advance(state, outcome.seq, outcome.recovered);
       if (outcome.presence) this._setMembers(room, outcome.presence);
     }
     for (const [room, state] of this.rooms) {
@@ -376,7 +376,7 @@ export class RoomcastClient extends EventTarget {
     if (f.type === "joined") {
       const state = this.rooms.get(f.room);
       if (state) {
-        this._advance(state, f.seq);
+        this._advance(state, f.seq, f.recovered);
         if (f.presence) this._setMembers(f.room, f.presence);
         const waiters = state.waiters;
         state.waiters = [];
@@ -442,8 +442,11 @@ export class RoomcastClient extends EventTarget {
 
   // -- helpers ------------------------------------------------------------------------
 
-  _advance(state, seq) {
-    if (seq !== undefined && seq !== null && (state.position === null || seq > state.position)) state.position = seq;
+  // A position moves only forward, except after `recovered: false`: the server's seq then
+  // replaces it (the old one was from another epoch or never issued; protocol §7).
+  _advance(state, seq, recovered) {
+    if (seq === undefined || seq === null) return;
+    if (recovered === false || state.position === null || seq > state.position) state.position = seq;
   }
 
   _fail(err) {

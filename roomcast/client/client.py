@@ -294,7 +294,7 @@ class Client:
                 self._fail_waiters(state, RequestRejected(outcome["error"], "resume refused",
                                                           room=room))
                 continue
-            self._advance(state, outcome["seq"])
+            self._advance(state, outcome["seq"], outcome.get("recovered"))
         for room, state in list(self._rooms.items()):
             if room not in resumed:
                 try:
@@ -421,7 +421,7 @@ class Client:
         if f["type"] == "joined":
             state = self._rooms.get(f["room"])
             if state is not None:
-                self._advance(state, f["seq"])
+                self._advance(state, f["seq"], f.get("recovered"))
                 waiters, state.waiters = state.waiters, []
                 for w in waiters:
                     if not w.done():
@@ -466,8 +466,12 @@ class Client:
     # -- helpers ---------------------------------------------------------------------
 
     @staticmethod
-    def _advance(state: _Room, seq: int | None) -> None:
-        if seq is not None and (state.position is None or seq > state.position):
+    def _advance(state: _Room, seq: int | None, recovered: bool | None = None) -> None:
+        """A position moves only forward, except after ``recovered: false``: the server's
+        ``seq`` then replaces it (the old one was from another epoch or never issued; §7)."""
+        if seq is None:
+            return
+        if recovered is False or state.position is None or seq > state.position:
             state.position = seq
 
     @staticmethod

@@ -28,3 +28,10 @@ def test_every_frame_type_is_documented():
               "error", "presence"]
     for t in list(p.CLIENT_TYPES) + server:
         assert f'"type": "{t}"' in DOC, t
+
+
+def test_the_documented_limits_are_the_codes():
+    """§2: the nesting limit and the integer range are the ones the decoder enforces."""
+    assert f"at most **{p.MAX_DEPTH}** levels deep" in DOC
+    assert p.MAX_SEQ == 2**53 - 1 and "2^53 − 1" in DOC
+    assert f"at most {p.MAX_ROOM_LEN} characters" in DOC

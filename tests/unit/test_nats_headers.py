@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import nats.aio.client
+import nats.errors
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from roomcast.backplane.natsclient import FastHeadersClient
@@ -42,13 +44,13 @@ def test_random_header_blocks_parse_the_same(pairs):
     assert slow == fast
 
 
-token_chars = st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="*>")
+token_chars = st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="*>.")
 subjects_ = st.lists(st.text(token_chars, min_size=1, max_size=8), min_size=1, max_size=4).map(
     ".".join)
 
 
 @given(subjects_, subjects_, st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF),
-                                     min_size=1, max_size=30).filter(lambda t: t.strip()),
+                                     min_size=1, max_size=30).filter(lambda t: t == t.strip()),
        st.binary(max_size=200))
 def test_publish_msg_id_queues_the_same_bytes_as_nats_py(subject, reply, msg_id, payload):
     """The one-step HPUB equals what nats-py's publish() with a Nats-Msg-Id header queues."""
@@ -62,6 +64,50 @@ def test_publish_msg_id_queues_the_same_bytes_as_nats_py(subject, reply, msg_id,
 
     ours, theirs = asyncio.run(run())
     assert ours == theirs
+
+
+BAD_SUBJECTS = ["room.a\n", "room.a\r\nPUB x 1", "room.a b", "room\ta", "room.\x00", "room..a",
+                ".room", "room.", ""]
+BAD_IDS = ["m\r\nX: 1", "m\n", " m", "m ", ""]
+
+
+@pytest.mark.parametrize("subject,msg_id", [(s, "m") for s in BAD_SUBJECTS]
+                         + [("room.a", i) for i in BAD_IDS])
+def test_publish_msg_id_refuses_what_nats_would_misread(subject, msg_id):
+    """A subject with whitespace, control bytes or an empty token, or a Nats-Msg-Id with a line
+    break or edge whitespace, is refused before anything is queued (ids are never altered)."""
+    async def run():
+        c = FastHeadersClient()
+        c._max_pending_size = 1 << 20
+        with pytest.raises(nats.errors.BadSubjectError):
+            await c.publish_msg_id(subject, "_INBOX.x", msg_id, b"{}")
+        return c._pending
+
+    assert asyncio.run(run()) == []
+
+
+@pytest.mark.parametrize("subject", BAD_SUBJECTS)
+def test_publish_subscribe_and_request_refuse_bad_subjects(subject):
+    """Every path that writes a subject (publish, reply inboxes, subscribe, queue groups,
+    request, headers) refuses one NATS would misread, before anything is queued."""
+    async def run():
+        c = FastHeadersClient()
+        c._max_pending_size = 1 << 20
+        with pytest.raises(nats.errors.BadSubjectError):
+            await c.publish(subject, b"")
+        if subject:  # an empty reply means "no reply"
+            with pytest.raises(nats.errors.BadSubjectError):
+                await c.publish("ok", b"", reply=subject)
+        with pytest.raises(nats.errors.BadSubjectError):
+            await c.publish("ok", b"", headers={"X": subject + "\n"})
+        with pytest.raises(nats.errors.BadSubjectError):
+            await c.subscribe(subject)
+        if subject:  # an empty queue means "no queue group"
+            with pytest.raises(nats.errors.BadSubjectError):
+                await c.subscribe("ok", queue=subject)
+        return c._pending
+
+    assert asyncio.run(run()) == []
 
 
 def _from_dict(block: bytes):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given
+from hypothesis import strategies as st
 from roomcast.node.peer import (
     Close,
     DoJoin,
@@ -13,6 +15,8 @@ from roomcast.node.peer import (
     PeerLimits,
     Send,
     TokenBucket,
+    auto_dedupe_id,
+    user_dedupe_id,
 )
 
 from roomcast.auth import Identity, Permissions
@@ -37,9 +41,9 @@ def test_join_leave_publish_actions():
         DoJoin("chat.a", 1, None, None)]
     assert peer.rooms == {"chat.a"}
     [pub] = peer.handle(b'{"type":"publish","room":"chat.a","data":{"x":1},"id":"m1"}', 0)
-    assert isinstance(pub, DoPublish) and pub.dedupe_id == "alice:m1" and pub.body == b'{"x":1}'
+    assert isinstance(pub, DoPublish) and pub.dedupe_id == user_dedupe_id("alice", "m1") and pub.body == b'{"x":1}'
     [auto] = peer.handle(b'{"type":"publish","room":"chat.a","data":1}', 0)
-    assert auto.client_id is None and auto.dedupe_id == "n1.1:1"
+    assert auto.client_id is None and auto.dedupe_id == auto_dedupe_id("n1.1", 1)
     assert peer.handle(b'{"type":"leave","room":"chat.a"}', 0) == [DoLeave("chat.a", None)]
     assert peer.rooms == set()
 
@@ -101,3 +105,33 @@ def test_remembered_publish_checks_never_let_a_forbidden_room_through():
             "forbidden"
         assert error_code(peer.handle(b'{"type":"publish","room":"chat.*","data":1}', 0)) == \
             "bad_room"
+
+
+printable = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)
+
+
+@given(printable, printable, printable, printable)
+def test_user_dedupe_ids_collide_only_for_the_same_user_and_id(u1, i1, u2, i2):
+    """(user, id) -> key is injective: two users never share a key whatever their `sub`
+    and ids (`col` + `x:y` vs `col:x` + `y`; ids differing in whitespace)."""
+    assert (user_dedupe_id(u1, i1) == user_dedupe_id(u2, i2)) == ((u1, i1) == (u2, i2))
+
+
+@given(printable, printable, printable, st.integers(1, 2**40))
+def test_auto_ids_are_out_of_reach_of_user_chosen_ids(user, msg_id, conn, n):
+    """No user-chosen id, under any `sub` (a connection id seen in presence included), maps to
+    the key of another connection's publish without id."""
+    assert user_dedupe_id(user, msg_id) != auto_dedupe_id(conn, n)
+    assert user_dedupe_id(conn, f"{n}") != auto_dedupe_id(conn, n)
+
+
+def test_known_collisions_of_the_old_key_are_gone():
+    """The defects of the `user:id` key: separator collisions and trimmed whitespace."""
+    assert user_dedupe_id("col", "x:y") != user_dedupe_id("col:x", "y")
+    assert user_dedupe_id("a", "m") != user_dedupe_id("a", "m ")
+    ident = Identity("n1.1", Permissions(("chat.*",), ("chat.*",)), expires_at=1e12)
+    squatter = Peer(ident, "n2.1", PeerLimits(), now=0.0)
+    victim = make_peer()
+    [a] = squatter.handle(b'{"type":"publish","room":"chat.a","data":1,"id":"1"}', 0)
+    [b] = victim.handle(b'{"type":"publish","room":"chat.a","data":1}', 0)
+    assert a.dedupe_id != b.dedupe_id

@@ -226,3 +226,55 @@ async def test_catch_up_buffer_overflow_closes_member():
     assert m.overflowed and m.frames == []
     bp.gate.set()
     await task
+
+
+async def test_a_new_member_gets_no_presence_frame_queued_before_it_joined():
+    """Presence frames queued in the iteration a member joins (its own join event among them)
+    are not sent to it; frames queued after its join are (§4.10)."""
+    bp = MemoryBackplane()
+    reg = registry(bp)
+    watcher, joiner = FakeMember(), FakeMember()
+    await reg.join(watcher, "r")
+    await settle()
+    reg.broadcast("r", b'{"type":"presence","event":"join","user":"joiner"}')  # its own event
+    await reg.join(joiner, "r")  # same iteration: the room is subscribed, no await inside
+    reg.broadcast("r", b'{"type":"presence","event":"join","user":"later"}')
+    await settle()
+    assert [json.loads(f)["user"] for f in watcher.frames] == ["joiner", "later"]
+    assert [json.loads(f)["user"] for f in joiner.frames] == ["later"]
+
+
+async def test_a_re_join_of_a_member_reports_the_position_before_frames_still_queued():
+    """Joining a room already joined, while messages of this iteration are still queued for
+    the member, answers the position before them: they follow the `joined`, none is dropped
+    by the client as a duplicate."""
+    bp = MemoryBackplane()
+    reg = registry(bp)
+    m = FakeMember()
+    await reg.join(m, "r")
+    await bp.publish("r", body(1), "a")
+    await settle()
+    await bp.publish("r", body(2), "b")
+    res = await reg.join(m, "r")
+    assert res.position == 1
+    await settle()
+    assert m.seqs() == [1, 2]
+
+
+async def test_since_beyond_the_rooms_last_seq_is_not_confirmed():
+    """`since` past anything the room stored (a position never issued) is answered
+    recovered=False with the room's real position; live messages then flow (§3.1)."""
+    bp = MemoryBackplane()
+    reg = registry(bp)
+    await bp.publish("r", body(1), "a")
+    for since in (5, 1_000_000, 2**53 - 1):
+        m = FakeMember()
+        res = await reg.join(m, "r", since=since)
+        assert (res.recovered, res.position, res.replayed) == (False, 1, 0)
+        await reg.leave(m, "r")
+    m = FakeMember()
+    res = await reg.join(m, "r", since=1)
+    assert (res.recovered, res.position) == (True, 1)
+    await bp.publish("r", body(2), "b")
+    await settle()
+    assert m.seqs() == [2]
