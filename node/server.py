@@ -298,6 +298,10 @@ class Node:
             return _static(path)
         if path != WS_PATH:
             return _text(HTTPStatus.NOT_FOUND, "not found\n")
+        for name in ("Authorization", "Origin", "Host"):
+            if len(request.headers.get_all(name)) > 1:
+                self.metrics.auth_failures.inc()
+                return _text(HTTPStatus.BAD_REQUEST, f"more than one {name} header\n")
         origin = request.headers.get("Origin")
         if origin is not None and not origin_allowed(origin, request.headers.get("Host", ""),
                                                      self.config.allowed_origins):

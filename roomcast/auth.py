@@ -7,11 +7,14 @@ may subscribe to and publish to in a ``roomcast`` claim::
      "roomcast": {"subscribe": ["lobby", "chat.*"], "publish": ["chat.>"], "info": {...}}}
 
 Patterns use NATS wildcards over the dot-separated room name: ``*`` matches one token,
-``>`` matches one or more trailing tokens.
+``>`` matches one or more trailing tokens. A pattern is dot-separated tokens, each a room token
+(``A-Z a-z 0-9 _ -``), ``*``, or ``>`` as the last one only; a token with a malformed pattern
+is refused (401), never read more widely than written (docs/protocol.md §1).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +28,27 @@ ALLOWED_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS
                                 "ES256", "ES384", "ES512", "EdDSA"})
 
 
+#: One token of a permission pattern: a room token or ``*``; ``>`` only as the last token.
+_PATTERN = re.compile(r"(?:(?:[A-Za-z0-9_\-]+|\*)\.)*(?:[A-Za-z0-9_\-]+|\*|>)")
+MAX_PATTERNS = 100
+MAX_PATTERN_LEN = 200
+
+
+def pattern_problem(pattern: object) -> str | None:
+    """Why ``pattern`` is not a well-formed permission pattern, or None if it is."""
+    if not isinstance(pattern, str):
+        return "room patterns must be strings"
+    if not 0 < len(pattern) <= MAX_PATTERN_LEN:
+        return f"room pattern must be 1..{MAX_PATTERN_LEN} characters"
+    if _PATTERN.fullmatch(pattern) is None:
+        return (f"malformed room pattern {pattern[:40]!r}: dot-separated tokens of "
+                "A-Z a-z 0-9 _ -, '*', or '>' as the last token")
+    return None
+
+
 def pattern_matches(pattern: str, room: str) -> bool:
-    """NATS-style wildcard match of ``pattern`` against ``room``."""
+    """NATS-style wildcard match of a well-formed ``pattern`` (:func:`pattern_problem`)
+    against ``room``."""
     if pattern == room:
         return True
     p_tokens = pattern.split(".")
@@ -139,6 +161,11 @@ def verify_token(token: str | None, config: AuthConfig, *, now: float | None = N
         )
     except jwt.ExpiredSignatureError:
         raise AuthError("token expired") from None
+    except jwt.ImmatureSignatureError as exc:
+        claim = "iat" if "(iat)" in str(exc) else "nbf"
+        raise AuthError(f"token not valid yet: '{claim}' is in the future") from None
+    except jwt.InvalidIssuedAtError:
+        raise AuthError("claim 'iat' must be a number (seconds since the epoch)") from None
     except jwt.InvalidSignatureError:
         raise AuthError("bad token signature") from None
     except jwt.InvalidAlgorithmError:
@@ -152,6 +179,11 @@ def verify_token(token: str | None, config: AuthConfig, *, now: float | None = N
         raise AuthError("token algorithm does not match the key") from None
     except jwt.PyJWTError:  # InvalidTokenError and the rest
         raise AuthError("malformed token") from None
+    for claim in ("exp", "nbf", "iat"):
+        # RFC 7519 §2 NumericDate: a JSON number (PyJWT also takes numeric strings).
+        value = claims.get(claim)
+        if claim in claims and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise AuthError(f"claim {claim!r} must be a number (seconds since the epoch)")
     user = claims.get("sub")
     if not isinstance(user, str) or not 0 < len(user) <= 128 or not user.isprintable():
         raise AuthError("claim 'sub' must be 1..128 printable characters")
@@ -175,6 +207,11 @@ def _patterns(value: object) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise AuthError("room permissions must be lists of strings")
+    if len(value) > MAX_PATTERNS:
+        raise AuthError(f"at most {MAX_PATTERNS} room patterns per list")
+    for v in value:
+        if (problem := pattern_problem(v)) is not None:
+            raise AuthError(problem)
     return tuple(value)
 
 

@@ -50,3 +50,37 @@ async def test_a_failing_direct_handler_drops_its_message_and_reading_goes_on(na
         await responder.unsubscribe()
     finally:
         await nc.close()
+
+
+async def test_permission_matcher_agrees_with_a_real_nats_server(nats1):
+    """Every well-formed pattern of up to 4 tokens over {a, b, *, >} against every room of up to
+    4 tokens over {a, b}: roomcast's matcher allows exactly what nats-server delivers."""
+    import itertools
+
+    from roomcast.auth import pattern_matches, pattern_problem
+
+    def words(alphabet, n):
+        return [".".join(t) for k in range(1, n + 1) for t in itertools.product(alphabet, repeat=k)]
+
+    patterns = [p for p in words(["a", "b", "*", ">"], 4) if pattern_problem(p) is None]
+    rooms = words(["a", "b"], 4)
+    nc = FastHeadersClient()
+    await nc.connect(nats1.urls[0])
+    try:
+        got: dict[str, set[str]] = {p: set() for p in patterns}
+        for pat in patterns:
+            sub = await nc.subscribe("perm." + pat)
+            nc.direct(sub, lambda s, h, d, pat=pat: got[pat].add(s.decode()[len("perm."):]))
+
+        async def echo(m) -> None:
+            await m.respond(b"")
+
+        await nc.subscribe("sentinel", cb=echo)
+        for room in rooms:
+            await nc.publish("perm." + room, b"")
+        await nc.request("sentinel", b"", timeout=5 * UNIT)  # after every delivery above
+        assert len(patterns) == 160 and len(rooms) == 30
+        for pat in patterns:
+            assert got[pat] == {r for r in rooms if pattern_matches(pat, r)}, pat
+    finally:
+        await nc.close()

@@ -61,3 +61,39 @@ async def test_node_serves_the_client_and_demo_page(nats3):
             assert got_type.startswith(ctype) and needle in body
     finally:
         await node.stop()
+
+
+@pytest.mark.parametrize("headers,status,reason", [
+    ([("Authorization", "Bearer {t}"), ("Authorization", "Bearer {t}")], 400,
+     "more than one Authorization header"),
+    ([("Origin", "http://localhost"), ("Origin", "http://localhost")], 400,
+     "more than one Origin header"),
+    ([("Authorization", "Bearer not-a-jwt")], 401, "malformed token"),
+])
+async def test_ambiguous_handshake_headers_get_a_4xx_not_a_500(nats3, caplog, headers, status,
+                                                               reason):
+    """Two Authorization or two Origin headers are a 400 with the reason, no error-level log;
+    the node goes on accepting upgrades."""
+    import asyncio
+    import logging
+
+    node = await start_node(nats3.urls)
+    caplog.set_level(logging.WARNING)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+        lines = ["GET /ws HTTP/1.1", f"Host: 127.0.0.1:{node.port}", "Upgrade: websocket",
+                 "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                 "Sec-WebSocket-Version: 13",
+                 *(f"{k}: {v.format(t=token('h'))}" for k, v in headers)]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+        length = int(next(h for h in head.decode().split("\r\n")
+                          if h.lower().startswith("content-length")).split(":")[1])
+        assert (await reader.readexactly(length)).decode().strip() == reason
+        writer.close()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        ok = await websockets.connect(f"ws://127.0.0.1:{node.port}/ws?token={token('h')}")
+        await ok.close()
+    finally:
+        await node.stop()

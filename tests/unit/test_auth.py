@@ -8,8 +8,17 @@ import time
 
 import jwt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from roomcast.auth import AuthConfig, Permissions, mint_token, pattern_matches, verify_token
+from roomcast.auth import (
+    AuthConfig,
+    Permissions,
+    mint_token,
+    pattern_matches,
+    pattern_problem,
+    verify_token,
+)
 from roomcast.errors import AuthError, ConfigError
 
 KEY = "k" * 40
@@ -113,3 +122,64 @@ def test_auth_config_validation(kw, field):
     with pytest.raises(ConfigError) as info:
         AuthConfig(**kw)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize("pattern", [
+    "a.>.b", ">.x", "a.>.>", "a..b", ".a", "a.", "", "a b", "a\n", "a.*\n", "a*", "a>", "*a",
+    "x" * 201, "ünï",
+])
+def test_malformed_patterns_refuse_the_token(pattern):
+    """A token with a malformed pattern gets 401 with a reason (no pattern is read more
+    widely than written: `a.>.b` must not allow `a.zzz`, `>.x` must not allow everything)."""
+    for field in ("subscribe", "publish"):
+        tok = mint_token(KEY, "u", **{field: ["ok.*", pattern]})
+        with pytest.raises(AuthError) as info:
+            verify_token(tok, CFG)
+        assert "pattern" in info.value.reason
+
+
+def _claims_token(**claims) -> str:
+    return jwt.encode({"sub": "u", "exp": time.time() + 100, **claims}, KEY)
+
+
+@pytest.mark.parametrize("claims,reason", [
+    ({"exp": str(int(time.time()) + 100)}, "claim 'exp' must be a number"),
+    ({"nbf": str(int(time.time()) - 10)}, "claim 'nbf' must be a number"),
+    ({"iat": time.time() + 1000}, "token not valid yet: 'iat' is in the future"),
+    ({"nbf": time.time() + 1000}, "token not valid yet: 'nbf' is in the future"),
+    ({"iat": "x"}, "claim 'iat' must be a number"),
+])
+def test_numeric_dates_must_be_numbers_and_future_ones_say_so(claims, reason):
+    """RFC 7519 NumericDate: exp/nbf/iat are JSON numbers; a future iat/nbf says what is
+    wrong instead of "malformed token"."""
+    with pytest.raises(AuthError) as info:
+        verify_token(_claims_token(**claims), CFG)
+    assert info.value.reason.startswith(reason), info.value.reason
+
+
+def nats_match(pattern: str, subject: str) -> bool:
+    """NATS's subject-matching rules (nats-server `matchLiteral`), as a reference: tokens
+    compared one by one, `*` any one token, `>` (last token only) one or more tokens."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s) or (tok != "*" and tok != s[i]):
+            return False
+    return len(p) == len(s)
+
+
+pattern_tokens = st.sampled_from(["a", "b", "ab", "*", ">", "a-b", "_"])
+room_tokens = st.sampled_from(["a", "b", "ab", "a-b", "_", "c"])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(pattern_tokens, min_size=1, max_size=5).map(".".join),
+       st.lists(room_tokens, min_size=1, max_size=5).map(".".join))
+def test_matcher_agrees_with_nats_on_every_well_formed_pattern(pattern, room):
+    """Well-formed patterns match exactly what NATS would match; malformed ones are refused
+    before they reach the matcher."""
+    if pattern_problem(pattern) is not None:
+        assert ">" in pattern.split(".")[:-1]  # the only malformation these tokens can make
+        return
+    assert pattern_matches(pattern, room) == nats_match(pattern, room)
