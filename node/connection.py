@@ -51,7 +51,7 @@ async def wait_all(futures: set[asyncio.Future], seconds: float) -> None:
 
 class Connection:
     __slots__ = ("ws", "peer", "node", "_closing", "_limit", "_inflight", "_out", "_out_bytes",
-                 "_direct", "_pong", "_ping_at", "__weakref__")
+                 "_direct", "_pong", "_ping_at", "_handed_over", "__weakref__")
 
     def __init__(self, ws: ServerConnection, peer: Peer, node: Node) -> None:
         self.ws = ws
@@ -65,6 +65,7 @@ class Connection:
         self._direct = not node.config.compression  # pre-framed writes need no compression
         self._pong: asyncio.Future | None = None  # keepalive: the pong we wait for
         self._ping_at = 0.0
+        self._handed_over = False  # closed by a drain: presence waits for the resume elsewhere
 
     # -- the write seam (rooms.Member) -----------------------------------------------
 
@@ -181,6 +182,7 @@ class Connection:
 
     def leave_presence(self) -> None:
         """Remove this connection from presence in every room (idempotent)."""
+        self._handed_over = False
         presence = self.node.presence
         if presence is not None:
             for room in self.peer.rooms:
@@ -229,7 +231,10 @@ class Connection:
             pass
         finally:
             self._closing = True
-            self.leave_presence()
+            if self._handed_over:
+                self.node.hand_over(self)
+            else:
+                self.leave_presence()
             for room in list(self.peer.rooms):
                 await self.node.rooms.leave(self, room)
 
@@ -316,6 +321,9 @@ class Connection:
         if self._inflight:
             await wait_all(self._inflight, self.node.config.drain_timeout)
         self.send_frame(p.reconnect(self.resume_token(), retry_after_ms, "node draining"))
+        # Its presence stays until the session resumes elsewhere (the resuming node evicts
+        # it) or the presence timeout passes: members see no leave/join flap (presence.md).
+        self._handed_over = True
         self.close(CloseCode.SERVICE_RESTART, "node draining")
 
     async def _publish(self, a: DoPublish) -> None:

@@ -87,6 +87,10 @@ class Node:
         self._tasks: set[asyncio.Task] = set()
         #: Publishes awaiting their ack and their retry tasks: a drain waits for them.
         self.inflight: set[asyncio.Future] = set()
+        #: Connections a drain closed whose presence stays until they resume elsewhere:
+        #: conn id -> rooms (docs/presence.md, "Draining nodes hand over").
+        self._handed_over: dict[str, tuple[str, ...]] = {}
+        self._handover_done: asyncio.Event | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -155,6 +159,7 @@ class Node:
         # drain, and new upgrades get 503 (see _process_request). The listener closes last.
         await self._close_paced(self.config.drain_window)
         await self._wait(self.inflight, self.config.drain_timeout)
+        await self._finish_handover()
         if self._server is not None:
             self._server.close(close_connections=True)
             try:
@@ -204,6 +209,39 @@ class Node:
         if conn is not None:
             conn.leave_presence()  # now, not after a closing handshake that may never come
             conn.close(CloseCode.SESSION_RESUMED, "session resumed elsewhere")
+            return
+        rooms = self._handed_over.pop(conn_id, None)
+        if rooms is not None and self.presence is not None:
+            # A connection our drain closed resumed elsewhere: the new one is tracked already,
+            # so this leave is no member-level change for anybody.
+            for room in rooms:
+                self.presence.untrack(room, conn_id)
+            if not self._handed_over and self._handover_done is not None:
+                self._handover_done.set()
+
+    def hand_over(self, conn: Connection) -> None:
+        """A connection closed by our drain keeps its presence until it resumes elsewhere
+        (:meth:`_close_resumed`) or :meth:`_finish_handover` gives up on it."""
+        if self.presence is not None and conn.peer.rooms:
+            self._handed_over[conn.peer.conn_id] = tuple(conn.peer.rooms)
+        else:
+            conn.leave_presence()
+
+    async def _finish_handover(self) -> None:
+        """Wait (at most the presence timeout) for drained connections to resume elsewhere;
+        those that did not really left: untrack them (members get their leave)."""
+        if not self._handed_over or self.presence is None:
+            return
+        self._handover_done = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._handover_done.wait(), self.presence.config.timeout)
+        except TimeoutError:
+            pass
+        left, self._handed_over = self._handed_over, {}
+        for conn_id, rooms in left.items():
+            for room in rooms:
+                self.presence.untrack(room, conn_id)
+        log.info("drain hand-over done", extra={"not_resumed": len(left)})
 
     def presence_summary(self, room: str) -> dict | None:
         if self.presence is None:

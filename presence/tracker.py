@@ -41,7 +41,8 @@ SAFETY_NET_DELAY = 15.0
 class PresenceConfig:
     """Args:
     heartbeat_interval: seconds between heartbeats.
-    timeout: seconds without a heartbeat after which a node is dead (at most 10).
+    timeout: seconds without a heartbeat after which a node is dead; its connections are
+        removed within ``timeout + heartbeat_interval`` (at most 10 s).
     list_max: ``joined`` lists members up to this many users, else only counts.
     events_max_age: seconds the backend event log is kept.
     """
@@ -54,8 +55,11 @@ class PresenceConfig:
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat_interval < self.timeout:
             raise ConfigError("presence_heartbeat", "must be > 0 and below presence_timeout")
-        if self.timeout > 10:
-            raise ConfigError("presence_timeout", "must be at most 10 seconds")
+        if self.timeout + self.heartbeat_interval > 10:
+            # A dead node is removed within timeout + one heartbeat interval (the reaper runs
+            # once per interval): that bound stays within 10 s.
+            raise ConfigError("presence_timeout",
+                              "presence_timeout + presence_heartbeat must be at most 10 seconds")
         if self.list_max < 0:
             raise ConfigError("presence_list_max", "must be >= 0")
 
@@ -175,6 +179,10 @@ class PresenceTracker:
         self._tasks: set[asyncio.Task] = set()
         self._hb_task: asyncio.Task | None = None
         self.started_at = time.time()
+        #: When we last heard our own heartbeat back from NATS: the proof that we can hear
+        #: anyone. A node that cannot hear itself must not conclude its peers died.
+        self._heard_self = time.monotonic()
+        self._cut_off = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -249,6 +257,9 @@ class PresenceTracker:
         """A session resumed here: ask the node still holding its old connection to close it."""
         origin = self.state.origin_of(old_conn)
         if origin is not None and origin != self.instance:
+            # Our deltas for the new connection leave first (same NATS connection, in order):
+            # nodes see the user's new connection before the old node's leave of the old one.
+            self._send_deltas()
             self._spawn(self._publish(subjects.presence_evict(origin), old_conn.encode()))
         elif origin == self.instance:
             self._close_conn(old_conn)
@@ -304,6 +315,15 @@ class PresenceTracker:
     async def _on_heartbeat(self, msg: Msg) -> None:
         hb = _dec_hb.decode(msg.data)
         if hb.origin == self.instance:
+            self._heard_self = now = time.monotonic()
+            if self._cut_off:
+                # We could hear nobody for a while: every peer gets a fresh timeout from now
+                # and is re-synced; those that really died go silent again and are removed.
+                self._cut_off = False
+                log.warning("presence: hearing NATS again; re-syncing %d nodes", len(self.peers))
+                for peer in self.peers.values():
+                    peer.last_seen = now
+                self.resync_all()
             return
         peer = self.peers.get(hb.origin)
         if peer is None:
@@ -374,8 +394,21 @@ class PresenceTracker:
             self._reap()
             await asyncio.sleep(interval)
 
+    def _cut_off_now(self, now: float) -> bool:
+        """Whether we cannot hear NATS: disconnected, or our own heartbeat has not come back
+        for two intervals (it goes out every interval)."""
+        deaf = (not self.nc.is_connected
+                or now - self._heard_self > 2 * self.config.heartbeat_interval + 0.5)
+        if deaf and not self._cut_off:
+            self._cut_off = True
+            log.warning("presence: cannot hear NATS (own heartbeat silent %.1fs); no node is "
+                        "declared dead until it can", now - self._heard_self)
+        return self._cut_off
+
     def _reap(self) -> None:
         now = time.monotonic()
+        if self._cut_off_now(now):
+            return
         for origin, peer in list(self.peers.items()):
             if now - peer.last_seen <= self.config.timeout:
                 continue

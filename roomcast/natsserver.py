@@ -7,6 +7,7 @@ processes started here are ever stopped, by their PID.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -104,17 +105,39 @@ class NatsServer:
         log.close()
 
     def wait_ready(self, timeout: float = 15.0) -> None:
-        """Block until the server accepts client connections."""
+        """Block until *this* server accepts client connections: the process we started is
+        running and the port answers with an ``INFO`` line naming this server (a TCP connect
+        alone proves nothing: another process may hold the port)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"nats-server {self.name} exited: {self.tail_log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
+            if self.answers_as_itself():
+                return
+            time.sleep(0.02)
         raise TimeoutError(f"nats-server {self.name} not ready after {timeout}s: {self.tail_log()}")
+
+    def answers_as_itself(self, timeout: float = 0.5) -> bool:
+        """Whether the port answers with an ``INFO`` line whose ``server_name`` is ours."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+                sock.settimeout(timeout)
+                data = b""
+                while b"\r\n" not in data and len(data) < 65536:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return False
+                    data += chunk
+        except OSError:
+            return False
+        line = data.split(b"\r\n", 1)[0]
+        if not line.startswith(b"INFO "):
+            return False
+        try:
+            info = json.loads(line[5:])
+        except ValueError:
+            return False
+        return info.get("server_name") == self.name
 
     def tail_log(self, n: int = 20) -> str:
         try:

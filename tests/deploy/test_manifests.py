@@ -63,7 +63,8 @@ def test_containers_have_resources_and_run_restricted(overlay):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_grace_period_covers_prestop_and_drain(overlay):
-    """terminationGracePeriodSeconds >= preStop sleep + drain window + drain timeout + 5 s."""
+    """terminationGracePeriodSeconds >= preStop sleep + drain window + drain timeout +
+    presence hand-over (the presence timeout) + 5 s."""
     objs = render(overlay)
     dep = find(objs, "Deployment", "roomcast-edge")
     spec = dep["spec"]["template"]["spec"]
@@ -73,6 +74,7 @@ def test_grace_period_covers_prestop_and_drain(overlay):
     env = env_of(edge, config)
     pre_stop = edge["lifecycle"]["preStop"]["sleep"]["seconds"]
     needed = pre_stop + float(env["ROOMCAST_DRAIN_WINDOW"]) + float(env["ROOMCAST_DRAIN_TIMEOUT"])
+    needed += float(env.get("ROOMCAST_PRESENCE_TIMEOUT", 5.0))
     assert spec["terminationGracePeriodSeconds"] >= needed + 5
     nats = find(objs, "StatefulSet", "nats")["spec"]["template"]["spec"]
     assert nats["terminationGracePeriodSeconds"] >= 30 + 10 + 5  # lame duck + its grace
