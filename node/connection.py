@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("roomcast.node.connection")
 
+#: Rooms of one ``resume`` re-joined at once (each is ~3 NATS round trips plus its replay).
+RESUME_CONCURRENCY = 16
+
 
 async def wait_all(futures: set[asyncio.Future], seconds: float) -> None:
     """Wait until every future in ``futures`` is done, for at most ``seconds``. The set may be
@@ -51,7 +54,8 @@ async def wait_all(futures: set[asyncio.Future], seconds: float) -> None:
 
 class Connection:
     __slots__ = ("ws", "peer", "node", "_closing", "_limit", "_inflight", "_out", "_out_bytes",
-                 "_direct", "_pong", "_ping_at", "_handed_over", "__weakref__")
+                 "_direct", "_pong", "_ping_at", "_handed_over", "_held", "_held_bytes",
+                 "__weakref__")
 
     def __init__(self, ws: ServerConnection, peer: Peer, node: Node) -> None:
         self.ws = ws
@@ -66,6 +70,10 @@ class Connection:
         self._pong: asyncio.Future | None = None  # keepalive: the pong we wait for
         self._ping_at = 0.0
         self._handed_over = False  # closed by a drain: presence waits for the resume elsewhere
+        #: While a resume re-joins rooms: the live frames of rooms already re-joined, written
+        #: after ``resumed`` (§3.4); None otherwise.
+        self._held: list[tuple[bytes, list]] | None = None
+        self._held_bytes = 0
 
     # -- the write seam (rooms.Member) -----------------------------------------------
 
@@ -124,6 +132,13 @@ class Connection:
         flushed first. Bounded like :meth:`send_frame`."""
         if self._closing:
             return False
+        if self._held is not None:
+            self._held.append((data, frames))
+            self._held_bytes += len(data)
+            if self._held_bytes > self._limit:
+                self.overflow()
+                return False
+            return True
         if not self._direct:
             for _, frame, wire in frames:
                 self.send_frame(frame, wire)  # compressed per connection; flushed next
@@ -285,6 +300,10 @@ class Connection:
                                  presence=self.node.presence_summary(a.room)))
 
     async def _resume(self, a: DoResume) -> None:
+        """Re-join the token's rooms, at most ``RESUME_CONCURRENCY`` at a time, each replayed
+        from its position. The documented order holds (§3.4): every replay, then ``resumed``,
+        then live frames — the live frames of rooms already re-joined are held meanwhile
+        (bounded like the send buffer) and written right after ``resumed``."""
         try:
             claims = self.node.resume.verify(a.token, self.peer.identity.user)
         except ResumeTokenError as exc:
@@ -292,29 +311,55 @@ class Connection:
             return
         results: dict[str, dict] = {}
         allowed = set(self.peer.resume_rooms(claims.rooms))
-        for room in claims.rooms:
-            if room not in allowed:
-                results[room] = {"error": ErrorCode.FORBIDDEN.value}
-                continue
+        gate = asyncio.Semaphore(RESUME_CONCURRENCY)
+
+        async def rejoin(room: str) -> None:
             since = a.positions.get(room)
-            try:
+            async with gate:
                 res = await self._join_room(room, since, claims.epoch)
-            except ConnectionError:
-                return
             if res is None:
                 results[room] = {"error": ErrorCode.UNAVAILABLE.value}
-                continue
+                return
             results[room] = {"seq": res.position,
                              "recovered": bool(res.recovered) if since is not None else False,
                              "replayed": res.replayed}
-            summary = self.node.presence_summary(room)
-            if summary is not None:
-                results[room]["presence"] = summary
-        if self.node.presence is not None:
-            self.node.presence.evict_elsewhere(claims.conn)
-        full = all(r.get("recovered") for r in results.values())
-        self.node.metrics.resumes.labels(recovered=str(full).lower()).inc()
-        self.send_frame(p.resumed(results, a.rid, self.resume_token()))
+
+        for room in claims.rooms:
+            if room not in allowed:
+                results[room] = {"error": ErrorCode.FORBIDDEN.value}
+        if self._held is None:
+            self._held, self._held_bytes = [], 0
+        try:
+            outcomes = await asyncio.gather(*(rejoin(r) for r in claims.rooms if r in allowed),
+                                            return_exceptions=True)
+            for exc in outcomes:
+                if isinstance(exc, ConnectionError):
+                    return  # the client went away during a replay
+                if isinstance(exc, BaseException):
+                    raise exc
+            for room, res in results.items():
+                summary = self.node.presence_summary(room) if "seq" in res else None
+                if summary is not None:
+                    res["presence"] = summary
+            if self.node.presence is not None:
+                self.node.presence.evict_elsewhere(claims.conn)
+            full = all(r.get("recovered") for r in results.values())
+            self.node.metrics.resumes.labels(recovered=str(full).lower()).inc()
+            self.send_frame(p.resumed({r: results[r] for r in claims.rooms if r in results},
+                                      a.rid, self.resume_token()))
+        finally:
+            self._release_held()
+
+    def _release_held(self) -> None:
+        """Write ``resumed`` (and whatever was queued before it), then the held live frames."""
+        held, self._held = self._held, None
+        self._held_bytes = 0
+        if not held:
+            return
+        self.flush()
+        for data, frames in held:
+            if not self.write_shared(data, frames):
+                return
 
     async def drain_close(self, retry_after_ms: int) -> None:
         """Close for a node drain: let in-flight acks out, hand over a resume token, 1012."""

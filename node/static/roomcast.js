@@ -198,7 +198,9 @@ export class RoomcastClient extends EventTarget {
         if (frame.type !== "welcome") return;
         welcomed = true;
         this.node = frame.node;
-        this.resumeToken = frame.resume_token ?? this.resumeToken;
+        // Keep the previous session's token until `resumed` replaces it (a welcome token names
+        // no rooms): a connection lost mid-resume resumes again with it (protocol §7).
+        if (!oldToken || !this.rooms.size) this.resumeToken = frame.resume_token ?? this.resumeToken;
         this._restore(oldToken, session).catch(() => {});
         return;
       }

@@ -243,7 +243,10 @@ class Client:
                 await ws.close()
                 return None
             self.node, self.conn_id = welcome["node"], welcome["conn"]
-            self._resume_token = welcome.get("resume_token")
+            if old_token is None or not self._rooms:
+                # Otherwise the previous session's token stays until `resumed` replaces it (a
+                # welcome token names no rooms): a connection lost mid-resume resumes with it.
+                self._resume_token = welcome.get("resume_token")
             reader = asyncio.get_running_loop().create_task(self._read(ws))
             try:
                 await self._restore(old_token)

@@ -109,3 +109,32 @@ test("a temporarily unavailable room is re-joined, not dropped", async () => {
   assert.deepEqual(c.membersOf("r"), []);
   c.close();
 });
+
+test("a connection lost mid-resume resumes again with the previous token; recovered:false resets the position", async () => {
+  const c = new RoomcastClient("ws://x/ws", "t", { WebSocketImpl: FakeSocket, shuffleUrls: false,
+    backoffBase: 1, backoffCap: 2 });
+  await c.connect();
+  const joining = c.join("r");
+  let ws = FakeSocket.last;
+  ws.deliver({ type: "joined", room: "r", seq: 9, rid: ws.sent.at(-1).rid, resume_token: "tokR" });
+  await joining;
+  ws.close();
+  await new Promise((r) => setTimeout(r, 30));
+  ws = FakeSocket.last;
+  assert.equal(ws.sent.find((f) => f.type === "resume").token, "tokR");
+  ws.close(); // lost before `resumed`: the welcome token (no rooms) must not replace tokR
+  await new Promise((r) => setTimeout(r, 30));
+  ws = FakeSocket.last;
+  const resume = ws.sent.find((f) => f.type === "resume");
+  assert.equal(resume.token, "tokR");
+  assert.deepEqual(resume.rooms, { r: 9 });
+  // The stream was recreated: the server's lower position replaces ours.
+  ws.deliver({ type: "resumed", rid: resume.rid, resume_token: "tok4",
+    rooms: { r: { seq: 2, recovered: false, replayed: 2 } } });
+  await tick();
+  const got = [];
+  c.addEventListener("message", (e) => got.push(e.detail.seq));
+  ws.deliver({ type: "message", room: "r", seq: 3, prev: 2, from: "u", ts: 0, id: null, data: 1 });
+  assert.deepEqual(got, [3]);
+  c.close();
+});

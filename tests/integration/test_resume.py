@@ -329,3 +329,71 @@ async def test_draining_node_fails_readiness_and_refuses_upgrades(nats3):
     reconnect = next(f for f in c.frames if f["type"] == "reconnect")
     assert reconnect["resume_token"].startswith("v1.") and reconnect["retry_after_ms"] >= 0
     await stopping
+
+
+async def test_resume_of_many_rooms_keeps_replay_resumed_live_order(nodes, monkeypatch):
+    """A resume of 40 rooms while every room keeps receiving messages: rooms are re-joined
+    concurrently (bounded), and for every room the frames come in the documented order —
+    replayed messages up to `resumed`'s seq, then `resumed`, then only newer ones (§3.4)."""
+    from roomcast.node import connection
+
+    a, b = nodes
+    rooms = [room_name() for _ in range(40)]
+    old = await WsClient.connect(a.port)
+    for r in rooms:
+        await old.join(r)
+    pub = await WsClient.connect(b.port, token("pub"))
+    for r in rooms:
+        await pub.publish(r, "before")
+    await old.wait_messages(rooms[-1], 1)
+    positions = {r: old.messages(r)[-1]["seq"] for r in rooms}
+    resume_token = old.frames[-1].get("resume_token") or next(
+        f["resume_token"] for f in reversed(old.frames) if f.get("resume_token"))
+    await old.close()
+    for r in rooms:
+        await pub.publish(r, "missed")
+
+    inflight = peak = 0
+    original = connection.Connection._join_room
+
+    async def counting(self, *args):
+        nonlocal inflight, peak
+        inflight += 1
+        peak = max(peak, inflight)
+        try:
+            return await original(self, *args)
+        finally:
+            inflight -= 1
+
+    monkeypatch.setattr(connection.Connection, "_join_room", counting)
+    stop = asyncio.Event()
+
+    async def keep_publishing() -> None:
+        i = 0
+        while not stop.is_set():
+            await pub.publish(rooms[i % len(rooms)], "live")
+            i += 1
+
+    publisher = asyncio.create_task(keep_publishing())
+    new = await WsClient.connect(b.port)
+    try:
+        reply = await new.request({"type": "resume", "token": resume_token, "rooms": positions})
+        assert reply["type"] == "resumed" and set(reply["rooms"]) == set(rooms)
+        await new.wait_for(lambda f: f["type"] == "message" and f["data"] == "live"
+                           and new.frames.index(f) > new.frames.index(reply))
+    finally:
+        stop.set()
+        await publisher
+    assert 1 < peak <= connection.RESUME_CONCURRENCY
+    at = new.frames.index(reply)
+    for r in rooms:
+        seq = reply["rooms"][r]["seq"]
+        assert reply["rooms"][r]["recovered"] is True
+        before = [f["seq"] for f in new.frames[:at] if f["type"] == "message" and f["room"] == r]
+        after = [f["seq"] for f in new.frames[at:] if f["type"] == "message" and f["room"] == r]
+        assert before and before[-1] == seq and all(s > positions[r] for s in before), r
+        assert all(s > seq for s in after), (r, seq, after[:3])
+        assert_chain_seqs = before + after
+        assert assert_chain_seqs == sorted(set(assert_chain_seqs))
+    await new.close()
+    await pub.close()

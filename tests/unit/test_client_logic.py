@@ -112,3 +112,20 @@ async def test_outbox_bounds_resends_and_settles():
     box.remove("a")
     box.remove("b")
     assert len(box) == 0 and box.get("a") is None and box.get(None) is None
+
+
+def test_positions_move_forward_unless_the_server_says_not_recovered():
+    """joined/resumed seq: max with the position, except recovered=False, which replaces it
+    (a position from another epoch or never issued; protocol §7)."""
+    from roomcast.client.client import Client
+    from roomcast.client.model import _Room
+
+    state = _Room(position=10)
+    Client._advance(state, 7)
+    assert state.position == 10
+    Client._advance(state, 7, True)
+    assert state.position == 10
+    Client._advance(state, 12, None)
+    assert state.position == 12
+    Client._advance(state, 3, False)
+    assert state.position == 3
