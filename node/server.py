@@ -14,6 +14,7 @@ import random
 import secrets
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -261,24 +262,27 @@ class Node:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _keepalive(self, interval: float, silence: float) -> None:
+    async def _keepalive(self, interval: float, silence: float, *,
+                         clock: Callable[[], float] | None = None,
+                         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         """Ping every connection each ``interval``; close those silent for ``silence``.
 
         A ping costs ~40 µs of loop time (frame, write): one sweep of 10,000 connections would
         stall deliveries for 0.4 s. The sweep goes in slices of ``KEEPALIVE_SLICE`` spread
-        evenly over the interval instead, so the loop is never held for more than one slice."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        evenly over the interval instead, so the loop is never held for more than one slice.
+        ``clock``/``sleep``: the loop's by default (tests inject a virtual clock)."""
+        now = clock or asyncio.get_running_loop().time
+        start = now()
         while not self.draining:
             conns = list(self.connections)
             slices = max(1, -(-len(conns) // KEEPALIVE_SLICE))
             for k in range(slices):
-                await asyncio.sleep(max(0.0, start + interval * (k + 1) / slices - loop.time()))
+                await sleep(max(0.0, start + interval * (k + 1) / slices - now()))
                 for conn in conns[k * KEEPALIVE_SLICE:(k + 1) * KEEPALIVE_SLICE]:
-                    conn.keepalive(loop.time(), silence)
+                    conn.keepalive(now(), silence)
             start += interval
-            if start < loop.time():  # fell behind (a stalled loop): don't catch up in a burst
-                start = loop.time()
+            if start < now():  # fell behind (a stalled loop): don't catch up in a burst
+                start = now()
 
     async def _expire_tokens(self) -> None:
         """Close connections whose JWT has expired (4500), checked every second: one sweep

@@ -40,6 +40,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+#: Restarts of a server whose port was taken meanwhile (see NatsServer.wait_ready).
+BIND_RETRIES = 5
+
+
 @dataclass
 class NatsServer:
     """One ``nats-server`` process with JetStream enabled."""
@@ -109,8 +113,17 @@ class NatsServer:
         running and the port answers with an ``INFO`` line naming this server (a TCP connect
         alone proves nothing: another process may hold the port)."""
         deadline = time.monotonic() + timeout
+        rebinds = BIND_RETRIES
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
+                if rebinds and "address already in use" in self.tail_log(5):
+                    # Our port is a number from the ephemeral range: while the server was
+                    # down (a restart), an outgoing connection may have been given it. That
+                    # socket is short-lived: try again, a few times.
+                    rebinds -= 1
+                    time.sleep(0.2)
+                    self.start()
+                    continue
                 raise RuntimeError(f"nats-server {self.name} exited: {self.tail_log()}")
             if self.answers_as_itself():
                 return

@@ -90,13 +90,17 @@ async def test_two_pages_chat_see_each_other_and_resume_after_kill_9(nats3):
                                      " && document.getElementById('state').textContent"
                                      " === 'connected'", timeout=30 * UNIT)
                 await wait_js(page1, "document.querySelectorAll('#messages li').length >= 7")
-                await asyncio.sleep(0.5)
+                # A sentinel: anything page 1 would get twice comes before it, in order.
+                await say(page2, "sentinel")
+                for page in (page1, page2):
+                    await wait_js(page, "[...document.querySelectorAll('#messages li .text')]"
+                                        ".some((e) => e.textContent === 'sentinel')")
                 seqs1 = [int(s) for s in await texts(page1, "#messages li", "seq")]
                 seqs2 = [int(s) for s in await texts(page2, "#messages li", "seq")]
                 assert seqs1 == seqs2, (seqs1, seqs2)
                 assert seqs1 == sorted(set(seqs1))
                 body1 = await texts(page1, "#messages li .text")
-                assert body1[2:] == [f"while you were away {i}" for i in range(5)]
+                assert body1[2:] == [f"while you were away {i}" for i in range(5)] + ["sentinel"]
                 assert await page1.get_attribute("#resume", "data-recovered") == "true"
                 await page1.screenshot(path=str(ARTIFACTS / "demo-page-resumed.png"))
                 assert (ARTIFACTS / "demo-page.png").stat().st_size > 10_000

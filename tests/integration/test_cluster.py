@@ -226,9 +226,13 @@ async def test_rooms_stream_leader_killed_with_publishes_in_flight(nats3, nodes)
         assert max(took) > 1.0  # some were in flight across the election, not all before it
         acked_seq = {i: r["seq"] for i, r in enumerate(replies)}
         for member in (member_a, member_b):
-            msgs = await member.wait_messages(room, total, timeout=30 * UNIT)
-            await asyncio.sleep(0.3)  # a duplicate would arrive right behind
-            msgs = member.messages(room)
+            await member.wait_messages(room, total, timeout=30 * UNIT)
+        # A sentinel, stored after every retry settled: each member has all it will ever get
+        # of the 120 (a duplicate would have come before it) once the sentinel is there.
+        sentinel = await pub.publish(room, {"i": "sentinel"}, "lk-sentinel")
+        for member in (member_a, member_b):
+            await member.wait_for(lambda f, s=sentinel["seq"]: f.get("seq") == s)
+            msgs = [m for m in member.messages(room) if m["data"]["i"] != "sentinel"]
             assert sorted(m["data"]["i"] for m in msgs) == list(range(total))  # each once
             assert_chain(msgs)
             assert {m["data"]["i"]: m["seq"] for m in msgs} == acked_seq
@@ -236,7 +240,7 @@ async def test_rooms_stream_leader_killed_with_publishes_in_flight(nats3, nodes)
 
         subject = room_subject(room)
         stored = await nc.jetstream().stream_info("ROOMS", subjects_filter=subject)
-        assert stored.state.subjects == {subject: total}  # stored once each
+        assert stored.state.subjects == {subject: total + 1}  # stored once each (+ sentinel)
     finally:
         if not victim.running:
             victim.start()

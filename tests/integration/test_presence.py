@@ -35,6 +35,11 @@ async def nodes(nats3):
     await b.stop()
 
 
+async def flushed(c: WsClient) -> None:
+    """Every frame its node queued for ``c`` before now has arrived (a ping round trip)."""
+    assert (await c.request({"type": "ping"}))["type"] == "pong"
+
+
 def presence_events(c: WsClient, room: str) -> list[tuple[str, str]]:
     return [(f["event"], f["user"]) for f in c.frames
             if f["type"] == "presence" and f["room"] == room]
@@ -90,11 +95,12 @@ async def test_tabs_of_one_user_count_once(nodes):
     await eventually(lambda: a.presence.state.conn_count(room) == 3)
     await tab1.close()
     await eventually(lambda: a.presence.state.conn_count(room) == 2)
-    await asyncio.sleep(0.3)
+    await flushed(watcher)  # A applied the leave of tab1: any event for it is queued before
     assert presence_events(watcher, room) == [("join", "tina")]
     await tab2.close()
     await watcher.wait_for(lambda f: f["type"] == "presence" and f["event"] == "leave")
-    await asyncio.sleep(0.3)
+    await eventually(lambda: a.presence.state.conn_count(room) == 1)
+    await flushed(watcher)
     assert presence_events(watcher, room) == [("join", "tina"), ("leave", "tina")]
     await watcher.close()
 
@@ -189,7 +195,7 @@ async def test_resume_elsewhere_leaves_no_ghost(nodes):
             await eventually(lambda: all(
                 [m["node"] for m in n.presence.state.members(room).get("gina", [])]
                 == [b.instance] for n in (a, b)), timeout=3 * UNIT)
-            await asyncio.sleep(0.5)
+            await flushed(watcher)  # B applied both: any churn event is queued before
             assert presence_events(watcher, room) == [("join", "gina")]
     finally:
         await watcher.close()
@@ -228,9 +234,14 @@ async def test_backend_events_carry_a_sequence_chain_and_crash_leaves_are_stored
             await lost[-1].join(room)
         await eventually(lambda: sum(len(b) for b, _, _ in got) == 4)
         n_joins = len(got)
+        base = [s.presence.events.stored for s in (s1, s2)]
         victim.proc.send_signal(signal.SIGKILL)
         await eventually(lambda: len(got) == n_joins + 1, timeout=10 * UNIT)
-        await asyncio.sleep(1.5)  # the other survivor stored the same batch: deduplicated
+        # Both survivors stored the same batch (the second after the safety-net delay) and
+        # JetStream acknowledged both: the second as a duplicate, re-published to nobody.
+        await eventually(lambda: [s.presence.events.stored for s in (s1, s2)]
+                         == [b + 1 for b in base], timeout=10 * UNIT)
+        await nc.flush()
         assert len(got) == n_joins + 1
         events = [(e["type"], e["user"], e["first"], e["last"], e["reason"])
                   for batch, _, _ in got for e in batch]

@@ -10,12 +10,12 @@ import pytest_asyncio
 
 from roomcast.natsserver import NatsCluster
 from tests.helpers import UNIT, WsClient, room_name, start_node, token
-from tests.integration.test_presence import eventually, fast_presence, presence_events
-
-
-async def flushed(c: WsClient) -> None:
-    """Every frame its node queued for ``c`` before now has arrived (a ping round trip)."""
-    assert (await c.request({"type": "ping"}))["type"] == "pong"
+from tests.integration.test_presence import (
+    eventually,
+    fast_presence,
+    flushed,
+    presence_events,
+)
 
 
 async def test_a_connection_never_receives_its_own_join(nats3):

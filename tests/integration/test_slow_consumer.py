@@ -45,7 +45,9 @@ async def test_slow_consumer_is_cut_off_and_resumes_without_loss():
             acked.sort()
             got_fast = await collect(fast, total, timeout=60 * UNIT)
             assert [m.seq for m in got_fast] == acked  # the room kept flowing
-            await asyncio.sleep(0.2)
+            async with asyncio.timeout(10 * UNIT):  # the cut is the node's to make, soon
+                while node.metrics.slow_consumers._value.get() < 1:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
             assert node.metrics.slow_consumers._value.get() == 1
             slow._ws.transport.resume_reading()
             got_slow = await collect(slow, total, timeout=60 * UNIT)

@@ -51,9 +51,10 @@ async def test_loop_lag_probe_records_a_stalled_loop():
     task = asyncio.create_task(probe_loop_lag(h, interval=0.02))
     await asyncio.sleep(0.2)
     idle = list(h.counts)
-    assert sum(idle) >= 3 and idle[2] == idle[3] == 0  # nothing above 100 ms while idle
+    assert sum(idle) >= 3  # it samples (a loaded machine may lag anywhere: not asserted)
     time.sleep(0.15)  # noqa: ASYNC251 - blocking the loop is the point
     await asyncio.sleep(0.1)
     task.cancel()
-    assert h.counts[2] + h.counts[3] == 1  # one sample in (0.1, 1] or above
+    # The block shows up as (at least) one more sample in (0.1, 1] or above.
+    assert h.counts[2] + h.counts[3] >= idle[2] + idle[3] + 1
     assert h.sum >= 0.1
