@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from roomcast.auth import AuthConfig
 from roomcast.backplane.nats import NatsConfig
+from roomcast.backplane.subjects import valid_tokens
 from roomcast.errors import ConfigError
 from roomcast.presence.tracker import PresenceConfig
 
@@ -98,7 +99,9 @@ class NodeConfig:
             ("drain_timeout", self.drain_timeout >= 0, "must be >= 0"),
             ("drain_window", self.drain_window >= 0, "must be >= 0"),
             ("resume_ttl", self.resume_ttl > 0, "must be > 0"),
-            ("node_id", bool(self.node_id) and len(self.node_id) <= 128, "1..128 characters"),
+            # It becomes part of NATS subjects (presence sync/evict): the subject validator.
+            ("node_id", valid_tokens(self.node_id, 128),
+             "1..128 characters: dot-separated tokens of A-Z a-z 0-9 _ -"),
         ]
         for name, ok, message in checks:
             if not ok:
