@@ -176,6 +176,7 @@ class PresenceTracker:
         self._subs: list = []
         self._syncing: set[str] = set()
         self._outbox: list[_Step] = []  # this iteration's deltas, sent together
+        self._evictions: list[tuple[str, bytes]] = []  # sent right after them
         self._tasks: set[asyncio.Task] = set()
         self._hb_task: asyncio.Task | None = None
         self.started_at = time.time()
@@ -257,15 +258,17 @@ class PresenceTracker:
         """A session resumed here: ask the node still holding its old connection to close it."""
         origin = self.state.origin_of(old_conn)
         if origin is not None and origin != self.instance:
-            # Our deltas for the new connection leave first (same NATS connection, in order):
-            # nodes see the user's new connection before the old node's leave of the old one.
-            self._send_deltas()
-            self._spawn(self._publish(subjects.presence_evict(origin), old_conn.encode()))
+            # Sent after this iteration's deltas, which carry the new connection (same NATS
+            # connection, in order): nodes see the user's new connection before the old
+            # node's leave of the old one. In a resume storm the deltas stay one message.
+            if not self._outbox and not self._evictions:
+                asyncio.get_running_loop().call_soon(self._send_deltas)
+            self._evictions.append((subjects.presence_evict(origin), old_conn.encode()))
         elif origin == self.instance:
             self._close_conn(old_conn)
 
     def _emit(self, delta: Delta, trans: list[Transition]) -> None:
-        if not self._outbox:
+        if not self._outbox and not self._evictions:
             asyncio.get_running_loop().call_soon(self._send_deltas)
         self._outbox.append(_Step(delta.counter, delta.op.value, _wire(delta.conn)))
         first = delta.op is Op.JOIN and any(t.conn.conn == delta.conn.conn for t in trans)
@@ -277,16 +280,18 @@ class PresenceTracker:
 
     def _send_deltas(self) -> None:
         """This iteration's deltas in one message (one alone keeps the single form, which
-        nodes before batching understand too)."""
+        nodes before batching understand too), then the evictions of this iteration."""
         steps, self._outbox = self._outbox, []
-        if not steps:
-            return
-        if len(steps) == 1:
-            s = steps[0]
-            payload = _enc.encode(_Delta(self.instance, s.counter, s.op, s.conn))
-        else:
-            payload = _enc.encode(_Deltas(self.instance, steps))
-        self._spawn(self._publish(subjects.PRESENCE_DELTA, payload))
+        evictions, self._evictions = self._evictions, []
+        if steps:
+            if len(steps) == 1:
+                s = steps[0]
+                payload = _enc.encode(_Delta(self.instance, s.counter, s.op, s.conn))
+            else:
+                payload = _enc.encode(_Deltas(self.instance, steps))
+            self._spawn(self._publish(subjects.PRESENCE_DELTA, payload))
+        for subject, conn in evictions:
+            self._spawn(self._publish(subject, conn))
 
     async def _publish(self, subject: str, payload: bytes) -> None:
         try:
