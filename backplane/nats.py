@@ -12,8 +12,10 @@ import asyncio
 import hashlib
 import json
 import logging
+import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 import nats
@@ -36,6 +38,7 @@ from roomcast.backplane.natsclient import (
 
 from roomcast.backoff import backoff_delays
 from roomcast.errors import BackplaneError, ConfigError, PublishError
+from roomcast.logs import redact, redact_urls
 
 log = logging.getLogger("roomcast.backplane")
 
@@ -54,9 +57,16 @@ class NatsConfig:
         publish_attempt_timeout: seconds to wait for one JetStream ack.
         publish_budget: seconds a publish keeps being retried (same ``msg_id``) before failing.
         name: connection name shown by ``nats-server``.
+        user, password: NATS credentials (instead of putting them in the URLs).
+        creds_file: a NATS ``.creds`` file (JWT + NKey seed) or an NKey seed file.
+        tls_ca, tls_cert, tls_key: files for TLS to NATS (the CA to trust; a client
+            certificate and its key for mutual TLS).
+
+    Credentials never reach logs or error messages: the URLs are shown with their userinfo
+    redacted (``display_urls``) and the secrets are left out of ``repr``.
     """
 
-    urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    urls: tuple[str, ...] = field(default=("nats://127.0.0.1:4222",), repr=False)
     stream: str = subjects.STREAM
     replicas: int = 1
     history_per_room: int = 1000
@@ -66,11 +76,50 @@ class NatsConfig:
     publish_budget: float = 20.0
     name: str = "roomcast"
     connect_timeout: float = 30.0
-    options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict, repr=False)
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    creds_file: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @property
+    def display_urls(self) -> list[str]:
+        """The URLs as they may be logged: without user or password."""
+        return redact_urls(self.urls)
+
+    def connect_options(self) -> dict:
+        """Credential and TLS options for ``nats.connect``."""
+        opts: dict = {}
+        if self.user is not None:
+            opts["user"] = self.user
+        if self.password is not None:
+            opts["password"] = self.password
+        if self.creds_file:
+            text = Path(self.creds_file).read_text()
+            if "BEGIN NATS USER JWT" in text:
+                opts["user_credentials"] = self.creds_file
+            else:
+                opts["nkeys_seed"] = self.creds_file
+        if self.tls_ca or self.tls_cert:
+            ctx = ssl.create_default_context(cafile=self.tls_ca)
+            if self.tls_cert:
+                ctx.load_cert_chain(self.tls_cert, self.tls_key)
+            opts["tls"] = ctx
+        return opts
 
     def __post_init__(self) -> None:
         if not self.urls:
             raise ConfigError("nats_urls", "at least one NATS URL is required")
+        if self.password is not None and self.user is None:
+            raise ConfigError("nats_password_file", "a NATS password needs --nats-user")
+        if self.tls_key and not self.tls_cert:
+            raise ConfigError("nats_tls_key", "a TLS key needs --nats-tls-cert")
+        for name in ("creds_file", "tls_ca", "tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"nats_{name}", f"no such file: {path}")
         if self.replicas not in (1, 3, 5):
             raise ConfigError("replicas", "must be 1, 3 or 5")
         if self.history_per_room < 1:
@@ -131,7 +180,8 @@ class NatsBackplane:
                 self.on_state_change(False)
 
         async def on_reconnected() -> None:
-            log.info("nats reconnected to %s", self._nc.connected_url.netloc if self._nc else "?")
+            url = self._nc.connected_url if self._nc else None
+            log.info("nats reconnected to %s", f"{url.hostname}:{url.port}" if url else "?")
             if self.on_state_change:
                 self.on_state_change(True)
 
@@ -148,6 +198,7 @@ class NatsBackplane:
             disconnected_cb=on_disconnected,
             reconnected_cb=on_reconnected,
         )
+        opts.update(cfg.connect_options())
         opts.update(cfg.options)
         deadline = time.monotonic() + cfg.connect_timeout
         try:
@@ -156,7 +207,8 @@ class NatsBackplane:
             await asyncio.wait_for(nc.connect(**opts), cfg.connect_timeout)
             self._nc = nc
         except (TimeoutError, OSError, nats.errors.Error) as exc:
-            raise BackplaneError(f"cannot connect to NATS at {list(cfg.urls)}: {exc!r}") from exc
+            raise BackplaneError(f"cannot connect to NATS at {', '.join(cfg.display_urls)}: "
+                                 f"{redact(repr(exc))}") from None
         self._js = self._nc.jetstream(timeout=cfg.publish_attempt_timeout)
         await self._ensure_stream(deadline)
         self._hist_prefix = self._nc.new_inbox() + "."

@@ -103,12 +103,13 @@ class AdminService:
 
 
 async def query(nats_urls: list[str], what: str, arg: str | None = None,
-                wait: float = 5.0) -> dict:
-    """Ask the cluster (used by ``roomcast admin``)."""
+                wait: float = 5.0, options: dict | None = None) -> dict:
+    """Ask the cluster (used by ``roomcast admin``); ``options``: credentials and TLS for
+    ``nats.connect`` (``NatsConfig.connect_options``)."""
     import nats
 
     nc = await nats.connect(nats_urls, max_reconnect_attempts=1, reconnect_time_wait=0.1,
-                            connect_timeout=2)
+                            connect_timeout=2, **(options or {}))
     try:
         if arg and not subjects.valid_tokens(arg):
             # Not a valid subject token (a user id with spaces, say): only `user` takes its

@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from roomcast.errors import ClientError, ConfigError
+from roomcast.errors import BackplaneError, ClientError, ConfigError
+from roomcast.logs import redact
 
 
 class EnvDefault(argparse.Action):
@@ -44,9 +45,33 @@ def _bool(v: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"not a boolean: {v!r}")
 
 
+def add_nats_credential_flags(p: argparse.ArgumentParser) -> None:
+    _flag(p, "--nats-user", default=None, help="NATS user (with --nats-password-file)")
+    _flag(p, "--nats-password-file", default=None, help="file holding the NATS password")
+    _flag(p, "--nats-creds", default=None,
+          help="NATS .creds file (JWT + NKey seed) or NKey seed file")
+    _flag(p, "--nats-tls-ca", default=None, help="CA file to verify the NATS servers")
+    _flag(p, "--nats-tls-cert", default=None, help="client certificate for TLS to NATS")
+    _flag(p, "--nats-tls-key", default=None, help="key of --nats-tls-cert")
+
+
+def nats_credentials_from(args: argparse.Namespace) -> dict:
+    """NatsConfig keyword arguments from the credential flags (secrets read from files)."""
+    password = None
+    if args.nats_password_file:
+        try:
+            password = Path(args.nats_password_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError("nats_password_file", f"cannot read it: {exc.strerror}") from None
+    return {"user": args.nats_user, "password": password, "creds_file": args.nats_creds,
+            "tls_ca": args.nats_tls_ca, "tls_cert": args.nats_tls_cert,
+            "tls_key": args.nats_tls_key}
+
+
 def add_node_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "--nats-url", default="nats://127.0.0.1:4222",
           help="NATS server URL(s), comma-separated")
+    add_nats_credential_flags(p)
     _flag(p, "--host", default="0.0.0.0", help="address to listen on")
     _flag(p, "--port", type=int, default=8765, help="port for WebSocket (/ws) and HTTP")
     _flag(p, "--node-id", default=None, help="node name (default: hostname-pid)")
@@ -114,7 +139,8 @@ def node_config_from(args: argparse.Namespace):
                         audience=args.jwt_audience, issuer=args.jwt_issuer),
         nats=NatsConfig(urls=tuple(u.strip() for u in args.nats_url.split(",") if u.strip()),
                         replicas=int(args.replicas), history_per_room=int(args.history_per_room),
-                        history_max_age=float(args.history_max_age), name=f"roomcast-{node_id}"),
+                        history_max_age=float(args.history_max_age), name=f"roomcast-{node_id}",
+                        **nats_credentials_from(args)),
         node_id=node_id,
         host=args.host,
         port=int(args.port),
@@ -204,7 +230,11 @@ def cmd_admin(args: argparse.Namespace) -> int:
     arg = args.arg
     if what in ("presence", "user") and not arg:
         raise ConfigError(what, f"roomcast admin {what} needs a {'room' if what == 'presence' else 'user'}")
-    reply = _run(query(args.nats_url.split(","), what, arg, wait=float(args.wait)))
+    from roomcast.backplane.nats import NatsConfig
+
+    nats = NatsConfig(urls=tuple(args.nats_url.split(",")), **nats_credentials_from(args))
+    reply = _run(query(list(nats.urls), what, arg, wait=float(args.wait),
+                       options=nats.connect_options()))
     print(json.dumps(reply, indent=2, sort_keys=True))
     return 1 if "error" in reply else 0
 
@@ -258,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_admin.add_argument("what", choices=["presence", "rooms", "nodes", "user"])
     p_admin.add_argument("arg", nargs="?", help="room (presence) or user (user)")
     _flag(p_admin, "--nats-url", default="nats://127.0.0.1:4222", help="NATS URL(s)")
+    add_nats_credential_flags(p_admin)
     p_admin.add_argument("--wait", default="5", help="seconds to wait for the answer")
     p_admin.set_defaults(func=cmd_admin)
 
@@ -279,12 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"roomcast: configuration error: {exc}", file=sys.stderr)
+        print(f"roomcast: configuration error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except ClientError as exc:
-        print(f"roomcast: {exc}", file=sys.stderr)
+        print(f"roomcast: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    except BackplaneError as exc:  # NATS unreachable at start-up: one line, no traceback
+        print(f"roomcast: {redact(str(exc))}", file=sys.stderr)
         return 1
 
 

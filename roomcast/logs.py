@@ -1,8 +1,10 @@
-"""Structured JSON logs, one object per line, each carrying the node id."""
+"""Structured JSON logs, one object per line, each carrying the node id; credentials in URLs
+are redacted from every line (``redact``)."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 
@@ -10,6 +12,19 @@ import msgspec
 
 _encode = msgspec.json.Encoder().encode
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+#: ``scheme://user:password@`` (or ``scheme://token@``): what a URL carries as credentials.
+_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.\-]*://)[^/@\s'\"]*@", re.I)
+
+
+def redact(text: str) -> str:
+    """``text`` with the userinfo of every URL in it replaced by ``***``."""
+    return _USERINFO.sub(r"\g<scheme>***@", text) if "@" in text else text
+
+
+def redact_urls(urls) -> list[str]:
+    return [redact(u) for u in urls]
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,7 +47,14 @@ class JsonFormatter(logging.Formatter):
                     else repr(value)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return _encode(out).decode()
+        return redact(_encode(out).decode())
+
+
+class RedactingFormatter(logging.Formatter):
+    """A plain-text formatter whose every line goes through :func:`redact`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def setup_logging(node_id: str, level: str = "info", fmt: str = "json") -> None:
@@ -40,7 +62,7 @@ def setup_logging(node_id: str, level: str = "info", fmt: str = "json") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter(node_id))
     else:
-        handler.setFormatter(logging.Formatter(
+        handler.setFormatter(RedactingFormatter(
             f"%(asctime)s %(levelname)s [{node_id}] %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -142,8 +142,17 @@ def test_nats_cluster_wiring(overlay):
         assert f"nats-{i}.{headless['metadata']['name']}:6222" in conf
     assert "include ./auth.conf" in conf
     edge = find(objs, "Deployment", "roomcast-edge")["spec"]["template"]["spec"]["containers"][0]
-    url = next(e["value"] for e in edge["env"] if e["name"] == "ROOMCAST_NATS_URL")
-    assert url.count("roomcast-node:$(NATS_PASSWORD)@") == sts["spec"]["replicas"]
+    env = {e["name"]: e.get("value") for e in edge["env"]}
+    url = env["ROOMCAST_NATS_URL"]
+    assert url.count("nats://") == sts["spec"]["replicas"] and "@" not in url  # no credentials
+    assert env["ROOMCAST_NATS_USER"] == "roomcast-node"
+    mounts = {m["name"]: m["mountPath"] for m in edge["volumeMounts"]}
+    password_file = env["ROOMCAST_NATS_PASSWORD_FILE"]
+    assert password_file.startswith(mounts["nats-auth"] + "/")
+    spec = find(objs, "Deployment", "roomcast-edge")["spec"]["template"]["spec"]
+    vol = next(v for v in spec["volumes"] if v["name"] == "nats-auth")["secret"]
+    assert vol["secretName"].startswith("nats-auth")  # the dev overlay adds a hash suffix
+    assert [i["path"] for i in vol["items"]] == [password_file.rsplit("/", 1)[1]]
     pvc = sts["spec"]["volumeClaimTemplates"][0]
     assert pvc["spec"]["resources"]["requests"]["storage"]
 
