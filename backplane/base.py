@@ -72,7 +72,9 @@ class Backplane(Protocol):
 
     async def start(self) -> None: ...
 
-    async def close(self) -> None: ...
+    async def close(self, within: float = 5.0) -> None:
+        """Release the backplane, within ``within`` seconds."""
+        ...
 
     async def publish(self, room: str, body: bytes, msg_id: str) -> PublishResult:
         """Store ``body`` in ``room``; return once stored.

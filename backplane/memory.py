@@ -33,7 +33,7 @@ class MemoryBackplane:
     async def start(self) -> None:
         return None
 
-    async def close(self) -> None:
+    async def close(self, within: float = 5.0) -> None:
         self._subs.clear()
 
     async def publish(self, room: str, body: bytes, msg_id: str) -> PublishResult:

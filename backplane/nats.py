@@ -239,15 +239,20 @@ class NatsBackplane:
         info = await ensure_stream(self._nc, sc, deadline)
         self._epoch = _epoch_of(info)
 
-    async def close(self) -> None:
+    async def close(self, within: float = 5.0) -> None:
+        """Drain the NATS connection (pending publishes go out), for at most ``within``
+        seconds (nats-py's own drain would wait up to 30), then close it."""
         self._closing = True
         if self._ack_sweeper is not None:
             self._ack_sweeper.cancel()
         if self._nc is not None and not self._nc.is_closed:
             try:
-                await self._nc.drain()
-            except Exception:  # noqa: BLE001 - best effort on shutdown
-                await self._nc.close()
+                await asyncio.wait_for(self._nc.drain(), within)
+            except Exception:  # noqa: BLE001 - best effort on shutdown (timeout included)
+                try:
+                    await asyncio.wait_for(self._nc.close(), 1.0)
+                except Exception:  # noqa: BLE001
+                    pass
         self._subs.clear()
 
     async def stream_reachable(self) -> bool:

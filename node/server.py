@@ -48,9 +48,23 @@ log = logging.getLogger("roomcast.node")
 LIST_CONNECTIONS_FACTOR = 4
 
 WS_PATH = "/ws"
+#: Seconds a drain may run past its deadline: the steps that end by force (aborting clients
+#: that never answered the close, closing NATS) are given this much, no more.
+FORCED_STOP_SECONDS = 2.0
 CLOSE_TIMEOUT = 3.0  # seconds a client gets to answer our close frame
 EXPIRY_SWEEP = 1.0  # seconds between checks for expired tokens
 KEEPALIVE_SLICE = 100  # connections pinged in one go; slices are spread over the interval
+
+
+class Deadline:
+    """A point in (monotonic) time; steps of a shutdown are handed what is left of it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+
+    def left(self, *, signed: bool = False) -> float:
+        left = self.at - time.monotonic()
+        return left if signed else max(0.0, left)
 
 
 class Node:
@@ -144,9 +158,17 @@ class Node:
         return self._port
 
     async def stop(self) -> None:
-        """Drain: refuse new connections, close clients, finish in-flight publishes."""
+        """Drain: refuse new connections, close clients, finish in-flight publishes.
+
+        One deadline, ``drain_window + drain_timeout`` from now, bounds the whole drain: the
+        paced closes take the window, and every later step (in-flight publishes, the presence
+        hand-over, closing handshakes, tasks, the presence event flush, the NATS drain) gets
+        only the time left, then is cut short. Worst case: that deadline plus
+        ``FORCED_STOP_SECONDS`` for the steps that finish by force (``docs/deploy.md``)."""
         if self.draining:
             return
+        cfg = self.config
+        deadline = Deadline(cfg.drain_window + cfg.drain_timeout)
         self.draining = True
         self.metrics.draining.set(1)
         if self._keepalive_task is not None:
@@ -158,29 +180,34 @@ class Node:
         log.info("draining", extra={"connections": len(self.connections)})
         # Keep listening while draining: /readyz answers 503 "draining", /metrics shows the
         # drain, and new upgrades get 503 (see _process_request). The listener closes last.
-        await self._close_paced(self.config.drain_window)
-        await self._wait(self.inflight, self.config.drain_timeout)
-        await self._finish_handover()
+        await self._close_paced(cfg.drain_window, deadline)
+        await self._wait(self.inflight, deadline.left())
+        await self._finish_handover(deadline)
         if self._server is not None:
             self._server.close(close_connections=True)
             try:
-                await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT + 1)
+                await asyncio.wait_for(self._server.wait_closed(),
+                                       min(CLOSE_TIMEOUT + 1, deadline.left()))
             except TimeoutError:
                 # Clients that never answered the closing handshake: drop them.
                 for conn in list(self.connections):
                     conn.ws.transport.abort()
-                await asyncio.wait_for(self._server.wait_closed(), 5)
-        await self._wait(self._tasks, 5)
+                try:
+                    await asyncio.wait_for(self._server.wait_closed(), FORCED_STOP_SECONDS / 2)
+                except TimeoutError:
+                    log.warning("connections still open at the drain deadline: %d",
+                                len(self.connections))
+        await self._wait(self._tasks, deadline.left())
         await self.rooms.close()
         if self._admin is not None:
             await self._admin.close()
         if self.presence is not None:
             await asyncio.sleep(0.05)  # let the last leave deltas go out
-            await self.presence.close()
-        await self.backplane.close()
-        log.info("stopped")
+            await self.presence.close(flush_seconds=deadline.left())
+        await self.backplane.close(within=max(0.1, deadline.left()))
+        log.info("stopped", extra={"over_deadline_s": round(-deadline.left(signed=True), 3)})
 
-    async def _close_paced(self, window: float) -> None:
+    async def _close_paced(self, window: float, deadline: Deadline) -> None:
         """Close every client with a ``reconnect`` frame, spread evenly over ``window``."""
         conns = list(self.connections)
         if not conns:
@@ -192,8 +219,8 @@ class Node:
             delay = start + window * i / len(conns) - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            closing.append(self.spawn(conn.drain_close(random.randint(0, 250))))
-        await self._wait(set(closing), self.config.drain_timeout)
+            closing.append(self.spawn(conn.drain_close(random.randint(0, 250), deadline)))
+        await self._wait(set(closing), deadline.left())
 
     @staticmethod
     async def _wait(tasks: set[asyncio.Future], seconds: float) -> None:
@@ -228,14 +255,16 @@ class Node:
         else:
             conn.leave_presence()
 
-    async def _finish_handover(self) -> None:
-        """Wait (at most the presence timeout) for drained connections to resume elsewhere;
-        those that did not really left: untrack them (members get their leave)."""
+    async def _finish_handover(self, deadline: Deadline) -> None:
+        """Wait (at most the presence timeout, within the drain deadline) for drained
+        connections to resume elsewhere; those that did not really left: untrack them
+        (members get their leave)."""
         if not self._handed_over or self.presence is None:
             return
         self._handover_done = asyncio.Event()
         try:
-            await asyncio.wait_for(self._handover_done.wait(), self.presence.config.timeout)
+            await asyncio.wait_for(self._handover_done.wait(),
+                                   min(self.presence.config.timeout, deadline.left()))
         except TimeoutError:
             pass
         left, self._handed_over = self._handed_over, {}

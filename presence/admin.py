@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 import msgspec
+import nats.errors
 from nats.aio.msg import Msg
 from roomcast.backplane import subjects
 
@@ -99,7 +100,10 @@ class AdminService:
 
     async def close(self) -> None:
         if self._sub is not None:
-            await self._sub.unsubscribe()
+            try:
+                await self._sub.unsubscribe()
+            except nats.errors.Error:  # reconnecting or closed: nothing to unsubscribe from
+                pass
 
 
 async def query(nats_urls: list[str], what: str, arg: str | None = None,

@@ -63,8 +63,11 @@ def test_containers_have_resources_and_run_restricted(overlay):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_grace_period_covers_prestop_and_drain(overlay):
-    """terminationGracePeriodSeconds >= preStop sleep + drain window + drain timeout +
-    presence hand-over (the presence timeout) + 5 s."""
+    """terminationGracePeriodSeconds covers the drain's worst case computed from the
+    manifest's settings: preStop sleep + drain window + drain timeout (one deadline for every
+    step, the presence hand-over included) + the forced steps, + 5 s for the kubelet."""
+    from roomcast.node.server import FORCED_STOP_SECONDS
+
     objs = render(overlay)
     dep = find(objs, "Deployment", "roomcast-edge")
     spec = dep["spec"]["template"]["spec"]
@@ -73,9 +76,9 @@ def test_grace_period_covers_prestop_and_drain(overlay):
                   and o["metadata"]["name"].startswith("roomcast-config"))
     env = env_of(edge, config)
     pre_stop = edge["lifecycle"]["preStop"]["sleep"]["seconds"]
-    needed = pre_stop + float(env["ROOMCAST_DRAIN_WINDOW"]) + float(env["ROOMCAST_DRAIN_TIMEOUT"])
-    needed += float(env.get("ROOMCAST_PRESENCE_TIMEOUT", 5.0))
-    assert spec["terminationGracePeriodSeconds"] >= needed + 5
+    worst = (pre_stop + float(env["ROOMCAST_DRAIN_WINDOW"]) + float(env["ROOMCAST_DRAIN_TIMEOUT"])
+             + FORCED_STOP_SECONDS)
+    assert spec["terminationGracePeriodSeconds"] >= worst + 5
     nats = find(objs, "StatefulSet", "nats")["spec"]["template"]["spec"]
     assert nats["terminationGracePeriodSeconds"] >= 30 + 10 + 5  # lame duck + its grace
 
