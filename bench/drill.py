@@ -44,7 +44,7 @@ class DrillResult:
 
 def _scrape(node: NodeProcess) -> str:
     try:
-        with urllib.request.urlopen(node.http + "/metrics", timeout=1) as r:
+        with urllib.request.urlopen(node.internal + "/metrics", timeout=1) as r:
             return r.read().decode()
     except OSError:
         return ""

@@ -103,7 +103,7 @@ class Cluster:
         ``inf`` the number of samples (``roomcast_event_loop_lag_seconds``)."""
         total: dict[float, int] = {}
         for n in self.node_procs:
-            with urllib.request.urlopen(f"http://127.0.0.1:{n.port}/metrics", timeout=5) as r:
+            with urllib.request.urlopen(f"{n.internal}/metrics", timeout=5) as r:
                 text = r.read().decode()
             for m in re.finditer(r'^roomcast_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$',
                                  text, re.M):

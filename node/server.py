@@ -1,7 +1,9 @@
 """The edge node: a websockets server on uvloop, JWT auth at the handshake, HTTP endpoints.
 
-``/ws`` upgrades to the roomcast protocol (``docs/protocol.md``); ``/healthz``, ``/readyz`` and
-``/metrics`` answer plain HTTP on the same port.
+The public port serves ``/ws`` (the roomcast protocol, ``docs/protocol.md``), the browser
+client and its demo page. ``/healthz``, ``/readyz`` and ``/metrics`` are served on the internal
+port only (``--internal-port``), which no Ingress routes to; readiness is a read of local state
+kept fresh by a background check (``docs/deploy.md``).
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ FORCED_STOP_SECONDS = 2.0
 CLOSE_TIMEOUT = 3.0  # seconds a client gets to answer our close frame
 EXPIRY_SWEEP = 1.0  # seconds between checks for expired tokens
 KEEPALIVE_SLICE = 100  # connections pinged in one go; slices are spread over the interval
+INTERNAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Seconds between the background checks that the stream answers (readiness reads the result).
+STREAM_CHECK_INTERVAL = 2.0
+#: Seconds the stream may fail to answer before the node reports unready: longer than a
+#: JetStream leader election (4-9 s measured), so one election does not take every edge pod out
+#: of its Service at once; a disconnected NATS connection is unready at once.
+STREAM_STALE_AFTER = 15.0
 
 
 class Deadline:
@@ -95,9 +104,13 @@ class Node:
         self._keepalive_task: asyncio.Task | None = None
         self._expiry_task: asyncio.Task | None = None
         self._lag_task: asyncio.Task | None = None
+        self._stream_task: asyncio.Task | None = None
+        self._stream_seen: float | None = None  # monotonic time the stream last answered
         self.draining = False
         self._server: Server | None = None
+        self._internal: Server | None = None
         self._port = config.port
+        self._internal_port = config.internal_port
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
         #: Publishes awaiting their ack and their retry tasks: a drain waits for them.
@@ -145,17 +158,30 @@ class Node:
             backlog=cfg.listen_backlog,
         )
         self._port = self._server.sockets[0].getsockname()[1]
+        self._internal = await serve(self._handle_internal, cfg.internal_host or cfg.host,
+                                     cfg.internal_port, process_request=self._process_internal,
+                                     server_header="roomcast")
+        self._internal_port = self._internal.sockets[0].getsockname()[1]
+        if isinstance(self.backplane, NatsBackplane):
+            self._stream_seen = time.monotonic()  # start() just created or read the stream
+            self._stream_task = self.spawn(self._check_stream())
         if cfg.ping_interval:
             self._keepalive_task = self.spawn(
                 self._keepalive(cfg.ping_interval, cfg.ping_timeout or cfg.ping_interval))
         self._expiry_task = self.spawn(self._expire_tokens())
         self._lag_task = self.spawn(probe_loop_lag(self.metrics.loop_lag))
-        log.info("node listening", extra={"port": self._port, "ws_path": WS_PATH})
+        log.info("node listening", extra={"port": self._port, "ws_path": WS_PATH,
+                                          "internal_port": self._internal_port})
 
     @property
     def port(self) -> int:
-        """The port the node listens (or listened) on."""
+        """The public port the node listens (or listened) on."""
         return self._port
+
+    @property
+    def internal_port(self) -> int:
+        """The port of ``/healthz``, ``/readyz`` and ``/metrics``."""
+        return self._internal_port
 
     async def stop(self) -> None:
         """Drain: refuse new connections, close clients, finish in-flight publishes.
@@ -177,6 +203,8 @@ class Node:
             self._expiry_task.cancel()
         if self._lag_task is not None:
             self._lag_task.cancel()
+        if self._stream_task is not None:
+            self._stream_task.cancel()
         log.info("draining", extra={"connections": len(self.connections)})
         # Keep listening while draining: /readyz answers 503 "draining", /metrics shows the
         # drain, and new upgrades get 503 (see _process_request). The listener closes last.
@@ -205,6 +233,8 @@ class Node:
             await asyncio.sleep(0.05)  # let the last leave deltas go out
             await self.presence.close(flush_seconds=deadline.left())
         await self.backplane.close(within=max(0.1, deadline.left()))
+        if self._internal is not None:
+            self._internal.close()
         log.info("stopped", extra={"over_deadline_s": round(-deadline.left(signed=True), 3)})
 
     async def _close_paced(self, window: float, deadline: Deadline) -> None:
@@ -353,9 +383,9 @@ class Node:
 
     # -- HTTP and handshake ----------------------------------------------------------
 
-    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        url = urlsplit(request.path)
-        path = url.path
+    async def _process_internal(self, conn: ServerConnection, request: Request) -> Response:
+        """The internal port: health, readiness, metrics; nothing upgrades here."""
+        path = urlsplit(request.path).path
         if path == "/healthz":
             return _text(HTTPStatus.OK, "ok\n")
         if path == "/readyz":
@@ -365,6 +395,22 @@ class Node:
             body = self.metrics.render()
             return Response(200, "OK", Headers([("Content-Type", "text/plain; version=0.0.4"),
                                                 ("Content-Length", str(len(body)))]), body)
+        return _text(HTTPStatus.NOT_FOUND, "not found\n")
+
+    async def _handle_internal(self, ws: ServerConnection) -> None:  # pragma: no cover
+        await ws.close(int(CloseCode.NORMAL), "")  # never reached: every request is answered
+
+    async def _check_stream(self) -> None:
+        """Every ``STREAM_CHECK_INTERVAL``: does the stream answer? Readiness reads the time
+        of the last answer instead of asking JetStream per probe."""
+        while not self.draining:
+            await asyncio.sleep(STREAM_CHECK_INTERVAL)
+            if await self.backplane.stream_reachable():
+                self._stream_seen = time.monotonic()
+
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        path = url.path
         if path in STATIC:
             return _static(path)
         if path != WS_PATH:
@@ -393,11 +439,14 @@ class Node:
         return None
 
     async def readiness(self) -> tuple[bool, str]:
+        """Local state only, no network call (probes must be cheap): not draining, NATS
+        connected, and the stream answered within ``STREAM_STALE_AFTER`` seconds."""
         if self.draining:
             return False, "draining"
         if not self.backplane.connected:
             return False, "nats disconnected"
-        if isinstance(self.backplane, NatsBackplane) and not await self.backplane.stream_reachable():
+        seen = self._stream_seen
+        if seen is not None and time.monotonic() - seen > STREAM_STALE_AFTER:
             return False, "stream unreachable"
         if self.config.presence is not None and self.presence is None:
             return False, "presence not started"

@@ -73,7 +73,10 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
           help="NATS server URL(s), comma-separated")
     add_nats_credential_flags(p)
     _flag(p, "--host", default="0.0.0.0", help="address to listen on")
-    _flag(p, "--port", type=int, default=8765, help="port for WebSocket (/ws) and HTTP")
+    _flag(p, "--port", type=int, default=8765, help="public port: WebSocket (/ws), the client")
+    _flag(p, "--internal-port", type=int, default=9090,
+          help="port for /healthz, /readyz and /metrics (keep it off the Ingress)")
+    _flag(p, "--internal-host", default=None, help="address for the internal port (default: --host)")
     _flag(p, "--node-id", default=None, help="node name (default: hostname-pid)")
     _flag(p, "--jwt-key", default=None, help="HMAC secret or PEM public key for client tokens")
     _flag(p, "--jwt-key-file", default=None, help="read --jwt-key from this file")
@@ -144,6 +147,8 @@ def node_config_from(args: argparse.Namespace):
         node_id=node_id,
         host=args.host,
         port=int(args.port),
+        internal_port=int(args.internal_port),
+        internal_host=args.internal_host,
         max_frame=int(args.max_frame),
         max_rooms_per_connection=int(args.max_rooms),
         max_connections=int(args.max_connections),

@@ -52,6 +52,9 @@ class NodeConfig:
         resume_keys: HMAC secrets for resume tokens, newest first (all nodes share them; keep
             the previous one listed during a rotation). Empty: derived from an HMAC JWT key.
         resume_ttl: seconds a resume token stays valid.
+        internal_port: port for ``/healthz``, ``/readyz`` and ``/metrics`` (not served on
+            the public port); 0 picks a free one.
+        internal_host: address for the internal port (default: ``host``).
         presence: presence settings; None turns presence off.
         allowed_origins: origins (``https://app.example.com``) whose pages may open WebSockets,
             besides the node's own origin; ``*`` allows any. Empty: localhost origins only
@@ -63,6 +66,8 @@ class NodeConfig:
     node_id: str = field(default_factory=default_node_id)
     host: str = "0.0.0.0"
     port: int = 8765
+    internal_port: int = 9090
+    internal_host: str | None = None
     max_frame: int = 64 * 1024
     max_rooms_per_connection: int = 100
     rate_limit: float = 200.0
@@ -86,6 +91,9 @@ class NodeConfig:
     def __post_init__(self) -> None:
         checks = [
             ("port", 0 <= self.port <= 65535, "must be 0..65535"),
+            ("internal_port", 0 <= self.internal_port <= 65535
+             and (self.internal_port != self.port or self.port == 0),
+             "must be 0..65535 and not the public port"),
             ("max_frame", self.max_frame >= 1024, "must be >= 1024 bytes"),
             ("max_rooms_per_connection", self.max_rooms_per_connection >= 1, "must be >= 1"),
             ("rate_limit", self.rate_limit > 0, "must be > 0"),

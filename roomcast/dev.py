@@ -40,8 +40,11 @@ class NodeProcess:
         self.host = host
         self.port = port
         env = dict(os.environ)
+        #: /healthz, /readyz and /metrics are served here (not on the public port).
+        self.internal_port = free_port(host)
         env.update({
             "ROOMCAST_JWT_KEY": key,
+            "ROOMCAST_INTERNAL_PORT": str(self.internal_port),
             "ROOMCAST_NATS_URL": ",".join(nats_urls),
             "ROOMCAST_NODE_ID": node_id,
             "ROOMCAST_HOST": host,
@@ -50,6 +53,7 @@ class NodeProcess:
             "ROOMCAST_LOG_FORMAT": env.get("ROOMCAST_LOG_FORMAT", "text"),
         })
         env.update(extra or {})
+        self.internal_port = int(env["ROOMCAST_INTERNAL_PORT"])
         self.proc = subprocess.Popen([sys.executable, "-m", "roomcast", "node"], env=env,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -59,7 +63,13 @@ class NodeProcess:
 
     @property
     def http(self) -> str:
+        """The public HTTP address (the demo page, the browser client)."""
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def internal(self) -> str:
+        """The internal HTTP address: /healthz, /readyz, /metrics."""
+        return f"http://{self.host}:{self.internal_port}"
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -67,7 +77,7 @@ class NodeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node {self.node_id} exited with {self.proc.returncode}")
             try:
-                with urllib.request.urlopen(self.http + "/readyz", timeout=1) as r:
+                with urllib.request.urlopen(self.internal + "/readyz", timeout=1) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -162,7 +172,8 @@ def run_dev(*, nodes: int = 2, nats: int = 3, port: int = 8765, host: str = "127
         print("\nroomcast dev cluster is up\n", flush=True)
         print(f"  NATS ({nats} servers, JetStream): {', '.join(cluster.urls)}")
         for n in started:
-            print(f"  {n.node_id}: {n.url}   (health {n.http}/healthz, metrics {n.http}/metrics)")
+            print(f"  {n.node_id}: {n.url}   (health {n.internal}/healthz, "
+                  f"metrics {n.internal}/metrics)")
         nodes_param = ",".join(n.url for n in started)
         print(f"\n  demo page (user 'dev'):\n    {started[0].http}/?token={token}&room=lobby"
               f"&nodes={nodes_param}")

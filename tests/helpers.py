@@ -37,6 +37,7 @@ def node_config(urls: list[str], *, replicas: int = 3, node_id: str | None = Non
         node_id=node_id or f"t-{uuid.uuid4().hex[:6]}",
         host="127.0.0.1",
         port=0,
+        internal_port=0,
         **kw,
     )
 

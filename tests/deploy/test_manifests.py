@@ -112,6 +112,9 @@ async def test_hpa_metric_and_probe_paths_are_served_by_a_real_node(nats3):
     config = next(o for o in objs if o["kind"] == "ConfigMap"
                   and o["metadata"]["name"].startswith("roomcast-config"))
     assert int(config["data"]["ROOMCAST_PORT"]) == ports["http"]
+    assert int(config["data"]["ROOMCAST_INTERNAL_PORT"]) == ports["internal"]
+    pod = find(objs, "Deployment", "roomcast-edge")["spec"]["template"]["metadata"]
+    assert int(pod["annotations"]["prometheus.io/port"]) == ports["internal"]
     node = await start_node(nats3.urls)
     try:
         from tests.helpers import WsClient
@@ -119,13 +122,13 @@ async def test_hpa_metric_and_probe_paths_are_served_by_a_real_node(nats3):
         c = await WsClient.connect(node.port, token("probe"))  # so connections is non-zero
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             get = edge[probe]["httpGet"]
-            assert get["port"] == "http"
+            assert get["port"] == "internal" and 1 <= edge[probe]["timeoutSeconds"] <= 5
             status = await asyncio.to_thread(
                 lambda p=get["path"]: urllib.request.urlopen(
-                    f"http://127.0.0.1:{node.port}{p}", timeout=5).status)
+                    f"http://127.0.0.1:{node.internal_port}{p}", timeout=5).status)
             assert status == 200, (probe, get["path"])
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(
-            f"http://127.0.0.1:{node.port}/metrics", timeout=5).read().decode())
+            f"http://127.0.0.1:{node.internal_port}/metrics", timeout=5).read().decode())
         assert f"{metric} 1.0" in body.splitlines()
         await c.close()
     finally:
@@ -182,3 +185,21 @@ def test_production_has_a_websocket_friendly_ingress_and_no_committed_secrets():
     ann = ing["metadata"]["annotations"]
     assert int(ann["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
     assert not [o for o in objs if o["kind"] == "Secret"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_public_port_is_exposed(overlay):
+    """The Service and the Ingress reach the public port only; the internal port (health,
+    readiness, metrics) is open only to Prometheus pods."""
+    objs = render(overlay)
+    svc = find(objs, "Service", "roomcast-edge")
+    assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["http"]
+    for ing in (o for o in objs if o["kind"] == "Ingress"):
+        for rule in ing["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["backend"]["service"]["port"] == {"name": "http"}
+    pol = find(objs, "NetworkPolicy", "roomcast-edge")
+    rules = {tuple(p["port"] for p in r["ports"]): r for r in pol["spec"]["ingress"]}
+    assert set(rules) == {(8765,), (9090,)}
+    [source] = rules[(9090,)]["from"]
+    assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}

@@ -251,19 +251,29 @@ async def test_rooms_stream_leader_killed_with_publishes_in_flight(nats3, nodes)
 
 
 async def test_http_endpoints(nodes):
-    """/healthz, /readyz and /metrics answer on the node's port."""
+    """/healthz, /readyz and /metrics answer on the internal port only; the public port
+    answers 404 for them (an Ingress routing every path there exposes none of them)."""
+    import urllib.error
     import urllib.request
 
     a, _ = nodes
 
-    def get(path: str) -> tuple[int, str]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{a.port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
+    def get(port: int, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
 
-    assert await asyncio.to_thread(get, "/healthz") == (200, "ok\n")
-    assert await asyncio.to_thread(get, "/readyz") == (200, "ready\n")
-    status, body = await asyncio.to_thread(get, "/metrics")
+    assert a.internal_port != a.port
+    assert await asyncio.to_thread(get, a.internal_port, "/healthz") == (200, "ok\n")
+    assert await asyncio.to_thread(get, a.internal_port, "/readyz") == (200, "ready\n")
+    status, body = await asyncio.to_thread(get, a.internal_port, "/metrics")
     assert status == 200 and "roomcast_connections" in body and "roomcast_nats_connected 1.0" in body
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await asyncio.to_thread(get, a.port, path))[0] == 404
+    assert (await asyncio.to_thread(get, a.internal_port, "/ws"))[0] == 404
+    assert (await asyncio.to_thread(get, a.port, "/roomcast.js"))[0] == 200
 
 
 def _alg_none(claims: dict) -> str:

@@ -22,17 +22,19 @@ PASSWORD = "S3cret-Pa55word-never-logged"
 
 
 def start_node(args: list[str], log_path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+    """A `roomcast node` process; returns it and its internal port (/readyz)."""
+    port, internal = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")}
     out = open(log_path, "wb")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(
         [sys.executable, "-m", "roomcast", "node", "--host", "127.0.0.1", "--port", str(port),
+         "--internal-port", str(internal),
          "--jwt-key", KEY, "--node-id", "cred", "--log-level", "debug", "--log-format", "text",
          *args],
         env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True)
     out.close()
-    return proc, port
+    return proc, internal
 
 
 def ready(port: int) -> bool:
