@@ -9,7 +9,6 @@ room's subject. See :mod:`roomcast.backplane.base` for the guarantees.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import ssl
@@ -22,8 +21,8 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
-from roomcast.backplane import subjects
+from nats.js.api import StreamConfig
+from roomcast.backplane import streams, subjects
 from roomcast.backplane.base import MessageHandler, PublishResult, RoomMessage, StoredMessage
 from roomcast.backplane.natsclient import (
     ACK_SWEEP,
@@ -83,6 +82,14 @@ class NatsConfig:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: ``create-missing`` (default): create a stream that does not exist, never change one
+    #: that does; ``verify``: create nothing (production: ``roomcast streams apply`` does).
+    streams_mode: str = "create-missing"
+
+    def stream_flags(self) -> str:
+        """The ``roomcast streams apply`` flags for this node's stream settings."""
+        return (f"--replicas {self.replicas} --history-per-room {self.history_per_room} "
+                f"--history-max-age {self.history_max_age:g}")
 
     @property
     def display_urls(self) -> list[str]:
@@ -120,6 +127,8 @@ class NatsConfig:
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 raise ConfigError(f"nats_{name}", f"no such file: {path}")
+        if self.streams_mode not in streams.STREAMS_MODES:
+            raise ConfigError("streams", f"must be one of {', '.join(streams.STREAMS_MODES)}")
         if self.replicas not in (1, 3, 5):
             raise ConfigError("replicas", "must be 1, 3 or 5")
         if self.history_per_room < 1:
@@ -146,6 +155,13 @@ class NatsBackplane:
         self._ack_counter = 0
         self._ack_room: asyncio.Event | None = None  # set when a pending-ack slot frees up
         self.on_state_change = None  # callable(connected: bool) for metrics/readiness
+        self.on_epoch_change = None  # callable(epoch: str): the rooms stream was recreated
+        #: Why the streams are not what this node needs (None: they are); readiness fails.
+        self.stream_problem: str | None = None
+        self._wanted = streams.wanted_streams(
+            replicas=config.replicas, history_per_room=config.history_per_room,
+            history_max_age=config.history_max_age, duplicate_window=config.duplicate_window,
+            rooms_stream=config.stream)[:1]
         self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -182,6 +198,8 @@ class NatsBackplane:
         async def on_reconnected() -> None:
             url = self._nc.connected_url if self._nc else None
             log.info("nats reconnected to %s", f"{url.hostname}:{url.port}" if url else "?")
+            # The streams may have changed (or been recreated) while we were away.
+            asyncio.get_running_loop().create_task(self.check_streams())
             if self.on_state_change:
                 self.on_state_change(True)
 
@@ -210,7 +228,7 @@ class NatsBackplane:
             raise BackplaneError(f"cannot connect to NATS at {', '.join(cfg.display_urls)}: "
                                  f"{redact(repr(exc))}") from None
         self._js = self._nc.jetstream(timeout=cfg.publish_attempt_timeout)
-        await self._ensure_stream(deadline)
+        await self._verify_streams(deadline, may_create=cfg.streams_mode == "create-missing")
         self._hist_prefix = self._nc.new_inbox() + "."
         await self._nc.subscribe(self._hist_prefix + "*", cb=self._on_history_reply)
         self._ack_prefix = self._nc.new_inbox() + "."
@@ -221,23 +239,56 @@ class NatsBackplane:
         if self.on_state_change:
             self.on_state_change(True)
 
-    async def _ensure_stream(self, deadline: float) -> None:
+    def require_streams(self, wanted: list[StreamConfig]) -> None:
+        """The streams this backplane verifies (the first holds the rooms); by default only
+        the rooms stream. Call before :meth:`start`."""
+        self._wanted = list(wanted)
+
+    async def _verify_streams(self, deadline: float, *, may_create: bool) -> None:
+        """Compare the streams with the wanted ones; create a missing one only when
+        ``may_create``; never change an existing one (``roomcast streams apply`` does). Sets
+        :attr:`stream_problem` (None when they match) and the epoch."""
         cfg = self.config
-        sc = StreamConfig(
-            name=cfg.stream,
-            subjects=[subjects.ROOM_PREFIX + ">"],
-            storage=StorageType.FILE,
-            num_replicas=cfg.replicas,
-            max_msgs_per_subject=cfg.history_per_room,
-            max_age=cfg.history_max_age,
-            duplicate_window=cfg.duplicate_window,
-            discard=DiscardPolicy.OLD,
-            allow_direct=True,
-            republish=RePublish(src=subjects.ROOM_PREFIX + ">",
-                                dest=subjects.LIVE_PREFIX + ">"),
-        )
-        info = await ensure_stream(self._nc, sc, deadline)
-        self._epoch = _epoch_of(info)
+        problems = []
+        for state, sc in zip(await streams.inspect(self._nc, self._wanted, deadline),
+                             self._wanted, strict=True):
+            info = state.info
+            if state.missing and may_create:
+                info = await streams.create(self._nc, sc, deadline)
+                log.info("created stream %s (replicas %d)", sc.name, sc.num_replicas)
+            elif state.missing:
+                problems.append(f"stream {sc.name} does not exist")
+            elif state.differences:
+                problems.append(f"stream {sc.name} differs from this node's settings: "
+                                + "; ".join(map(str, state.differences)))
+            if sc is self._wanted[0] and info is not None:
+                self._set_epoch(streams.epoch_of(info))
+        problem = ("; ".join(problems) + "; " + streams.fix_hint(cfg.stream_flags())
+                   if problems else None)
+        if problem and problem != self.stream_problem:
+            log.error("not ready: %s", problem)
+        elif not problem and self.stream_problem:
+            log.info("streams match this node's settings again")
+        self.stream_problem = problem
+
+    def _set_epoch(self, epoch: str) -> None:
+        old, self._epoch = self._epoch, epoch
+        if old and epoch != old:
+            log.warning("stream %s was recreated (epoch %s -> %s)", self.config.stream, old, epoch)
+            if self.on_epoch_change is not None:
+                self.on_epoch_change(epoch)
+
+    async def check_streams(self) -> bool:
+        """Re-verify the streams now (background check, after a reconnect): True when they
+        answered. Detects a recreated stream (new epoch) without a reconnect."""
+        if not self.connected:
+            return False
+        try:
+            await self._verify_streams(time.monotonic() + 1.0, may_create=False)
+        except (BackplaneError, nats.errors.Error) as exc:
+            log.debug("stream check failed: %s", exc)
+            return False
+        return True
 
     async def close(self, within: float = 5.0) -> None:
         """Drain the NATS connection (pending publishes go out), for at most ``within``
@@ -254,16 +305,6 @@ class NatsBackplane:
                 except Exception:  # noqa: BLE001
                     pass
         self._subs.clear()
-
-    async def stream_reachable(self) -> bool:
-        """Whether the stream answers an info request now (readiness)."""
-        if not self.connected:
-            return False
-        try:
-            await self._nc.jetstream(timeout=1.0).stream_info(self.config.stream)
-        except Exception:  # noqa: BLE001
-            return False
-        return True
 
     # -- publish ---------------------------------------------------------------------
 
@@ -479,28 +520,6 @@ class NatsBackplane:
         return int(reply["message"]["seq"])
 
 
-async def ensure_stream(nc, sc: StreamConfig, deadline: float):
-    """Create ``sc`` or bring an existing stream to it; retry while JetStream is not ready
-    (no meta leader yet, an election) until ``deadline`` (monotonic)."""
-    jsm = nc.jetstream(timeout=2.0)
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            try:
-                info = await jsm.stream_info(sc.name)
-            except nats.js.errors.NotFoundError:
-                return await jsm.add_stream(sc)
-            if _differs(info.config, sc):
-                log.warning("stream %s settings differ from this node's; updating", sc.name)
-                info = await jsm.update_stream(sc)
-            return info
-        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError,
-                nats.errors.NoRespondersError, nats.js.errors.APIError) as exc:
-            last_exc = exc
-            await asyncio.sleep(0.1)
-    raise BackplaneError(f"JetStream stream {sc.name!r} not available: {last_exc!r}")
-
-
 def _resolve(fut: asyncio.Future, data: bytes) -> None:
     try:
         ack = decode_ack(data)
@@ -512,14 +531,3 @@ def _resolve(fut: asyncio.Future, data: bytes) -> None:
         fut.set_exception(AckError(f"{err.code}/{err.err_code} {err.description}"))
         return
     fut.set_result(PublishResult(ack.seq, ack.duplicate))
-
-
-def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
-    keys = ("subjects", "num_replicas", "max_msgs_per_subject", "max_age",
-            "duplicate_window", "allow_direct")
-    return any(getattr(current, k) != getattr(wanted, k) for k in keys)
-
-
-def _epoch_of(info) -> str:
-    created = getattr(info, "created", None)
-    return hashlib.sha256(str(created).encode()).hexdigest()[:12]

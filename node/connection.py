@@ -368,17 +368,18 @@ class Connection:
             if not self.write_shared(data, frames):
                 return
 
-    async def drain_close(self, retry_after_ms: int, deadline=None) -> None:
-        """Close for a node drain: let in-flight acks out (until the drain's deadline), hand
-        over a resume token, 1012."""
+    async def drain_close(self, retry_after_ms: int, deadline=None,
+                          reason: str = "node draining") -> None:
+        """Close for a node drain (or a recreated stream): let in-flight acks out (until the
+        drain's deadline), hand over a resume token, 1012."""
         if self._inflight:
             await wait_all(self._inflight, deadline.left() if deadline is not None
                            else self.node.config.drain_timeout)
-        self.send_frame(p.reconnect(self.resume_token(), retry_after_ms, "node draining"))
+        self.send_frame(p.reconnect(self.resume_token(), retry_after_ms, reason))
         # Its presence stays until the session resumes elsewhere (the resuming node evicts
         # it) or the presence timeout passes: members see no leave/join flap (presence.md).
         self._handed_over = True
-        self.close(CloseCode.SERVICE_RESTART, "node draining")
+        self.close(CloseCode.SERVICE_RESTART, reason)
 
     async def _publish(self, a: DoPublish) -> None:
         """Start storing a publish; the ack is sent from a callback when JetStream confirms

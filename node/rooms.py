@@ -345,14 +345,22 @@ class RoomRegistry:
         if recovered is None:
             # Nothing after ``since`` is retained: recovered iff nothing after it was stored,
             # and ``since`` is a position the store issued. One beyond the room's newest
-            # message (asked of the stream leader: a replica may lag) was never issued: not
-            # confirmed; the member's position becomes the room's real one (§3.1).
+            # message (asked of the stream leader: a replica may lag) was never issued — a
+            # position from a recreated stream, or a client's mistake: not confirmed; the
+            # member gets everything retained, as for ``since: 0`` (§3.1).
             newest = max(room.last_seq, await self.bp.last_seq(room.name))
             if newest < since:
                 newest = max(room.last_seq, await self.bp.last_seq(room.name, leader=True))
             recovered = newest >= since
             if not recovered:
-                last = newest
+                last = 0
+                async for seq, prev, body in self._read_after(room.name, 0, until=newest + 1):
+                    if not member.send_frame(p.message_frame(room.name_json, seq, prev, body)):
+                        raise ConnectionError("member gone during replay")
+                    replayed += 1
+                    last = seq
+                    if member.needs_drain():
+                        await member.drain()
         elif since == 0:
             recovered = replayed < self.history_per_room
         # Hand over to live: deliver the buffered live frames the replay did not cover.
@@ -382,6 +390,15 @@ class RoomRegistry:
         # buffer): at the flush it gets only the rest, and after its direct frames.
         self._mark_late(room, member, last)
         return JoinResult(position=last, recovered=recovered, replayed=replayed)
+
+    def reset_positions(self) -> None:
+        """The stream was recreated: forget every room's position (the next live message
+        anchors it again) and the replay cache (it holds the old incarnation's messages)."""
+        for room in self.rooms.values():
+            room.last_seq = 0
+            room.base_seq = 0
+            room.pending = None
+            self.cache.drop(room.name)
 
     def broadcast(self, name: str, frame: bytes) -> None:
         """Send a non-message frame (e.g. presence) to the room's live local members."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
+from roomcast.backplane import streams
 from roomcast.backplane.base import Backplane
 from roomcast.backplane.nats import NatsBackplane
 from roomcast.node.connection import Connection, wait_all
@@ -85,6 +86,13 @@ class Node:
         self.backplane = backplane or NatsBackplane(config.nats)
         if isinstance(self.backplane, NatsBackplane):
             self.backplane.on_state_change = self._nats_state
+            self.backplane.on_epoch_change = self._epoch_changed
+            nats = config.nats
+            self.backplane.require_streams(streams.wanted_streams(
+                replicas=nats.replicas, history_per_room=nats.history_per_room,
+                history_max_age=nats.history_max_age, duplicate_window=nats.duplicate_window,
+                events_max_age=(config.presence.events_max_age if config.presence else 3600.0),
+                rooms_stream=nats.stream)[:2 if config.presence is not None else 1])
         self.rooms = RoomRegistry(self.backplane, self.metrics,
                                   history_page=config.history_page,
                                   history_per_room=config.nats.history_per_room,
@@ -281,9 +289,19 @@ class Node:
         """A connection closed by our drain keeps its presence until it resumes elsewhere
         (:meth:`_close_resumed`) or :meth:`_finish_handover` gives up on it."""
         if self.presence is not None and conn.peer.rooms:
-            self._handed_over[conn.peer.conn_id] = tuple(conn.peer.rooms)
+            conn_id = conn.peer.conn_id
+            self._handed_over[conn_id] = tuple(conn.peer.rooms)
+            if not self.draining:  # a drain gives up on them in _finish_handover
+                asyncio.get_running_loop().call_later(
+                    self.presence.config.timeout, self._give_up_handover, conn_id)
         else:
             conn.leave_presence()
+
+    def _give_up_handover(self, conn_id: str) -> None:
+        rooms = self._handed_over.pop(conn_id, None)
+        if rooms is not None and self.presence is not None:
+            for room in rooms:
+                self.presence.untrack(room, conn_id)
 
     async def _finish_handover(self, deadline: Deadline) -> None:
         """Wait (at most the presence timeout, within the drain deadline) for drained
@@ -401,12 +419,22 @@ class Node:
         await ws.close(int(CloseCode.NORMAL), "")  # never reached: every request is answered
 
     async def _check_stream(self) -> None:
-        """Every ``STREAM_CHECK_INTERVAL``: does the stream answer? Readiness reads the time
-        of the last answer instead of asking JetStream per probe."""
+        """Every ``STREAM_CHECK_INTERVAL``: do the streams answer, with the settings this node
+        needs, and the same epoch? Readiness reads the result instead of asking JetStream per
+        probe; a recreated stream is noticed here (``_epoch_changed``)."""
         while not self.draining:
             await asyncio.sleep(STREAM_CHECK_INTERVAL)
-            if await self.backplane.stream_reachable():
+            if await self.backplane.check_streams():
                 self._stream_seen = time.monotonic()
+
+    def _epoch_changed(self, epoch: str) -> None:
+        """The rooms stream was deleted and created again: every position is from the old
+        incarnation. Rooms forget theirs (new messages are not dropped as duplicates of old
+        ones) and every client is sent to resume, which answers ``recovered: false`` with the
+        new epoch (docs/protocol.md §2.2)."""
+        self.rooms.reset_positions()
+        for conn in list(self.connections):
+            self.spawn(conn.drain_close(random.randint(0, 250), reason="stream recreated"))
 
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
@@ -448,6 +476,9 @@ class Node:
         seen = self._stream_seen
         if seen is not None and time.monotonic() - seen > STREAM_STALE_AFTER:
             return False, "stream unreachable"
+        problem = getattr(self.backplane, "stream_problem", None)
+        if problem:
+            return False, "streams differ from this node's settings (see the log)"
         if self.config.presence is not None and self.presence is None:
             return False, "presence not started"
         return True, "ready"

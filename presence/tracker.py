@@ -22,9 +22,7 @@ from typing import Any
 import msgspec
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
 from roomcast.backplane import subjects
-from roomcast.backplane.nats import ensure_stream
 from roomcast.presence.eventlog import EventLog
 from roomcast.presence.state import Conn, Delta, Op, PresenceState, Transition
 
@@ -188,7 +186,8 @@ class PresenceTracker:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._ensure_stream()
+        # The PRESENCE stream is verified (or created) by the backplane with the node's other
+        # streams (roomcast.backplane.streams), before this starts.
         nc = self.nc
         self._subs = [
             await nc.subscribe(subjects.PRESENCE_DELTA, cb=self._on_delta),
@@ -215,17 +214,6 @@ class PresenceTracker:
                 await sub.unsubscribe()
             except nats.errors.Error:
                 pass
-
-    async def _ensure_stream(self) -> None:
-        sc = StreamConfig(
-            name=subjects.PRESENCE_EVENTS_STREAM,
-            subjects=[subjects.PRESENCE_EVENTS_PREFIX + ">"],
-            storage=StorageType.FILE, num_replicas=self.replicas,
-            max_age=self.config.events_max_age, duplicate_window=120.0,
-            discard=DiscardPolicy.OLD, allow_direct=True,
-            republish=RePublish(src=subjects.PRESENCE_EVENTS_PREFIX + ">",
-                                dest=subjects.PRESENCE_EVENTS_LIVE + ">"))
-        await ensure_stream(self.nc, sc, time.monotonic() + 30.0)
 
     async def _hello(self) -> None:
         """Learn every live node's connections before serving (scatter-gather)."""

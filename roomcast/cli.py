@@ -68,6 +68,15 @@ def nats_credentials_from(args: argparse.Namespace) -> dict:
             "tls_key": args.nats_tls_key}
 
 
+def add_stream_flags(p: argparse.ArgumentParser) -> None:
+    _flag(p, "--replicas", type=int, default=1, help="JetStream stream replicas (1 or 3)")
+    _flag(p, "--history-per-room", type=int, default=1000, help="messages kept per room")
+    _flag(p, "--history-max-age", type=float, default=86400.0,
+          help="seconds a message is kept (0: no limit)")
+    _flag(p, "--presence-events-max-age", type=float, default=3600.0,
+          help="seconds the presence event log is kept")
+
+
 def add_node_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "--nats-url", default="nats://127.0.0.1:4222",
           help="NATS server URL(s), comma-separated")
@@ -83,10 +92,10 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "--jwt-algorithms", default="HS256", help="allowed JWT algorithms, comma-separated")
     _flag(p, "--jwt-audience", default=None, help="required 'aud' claim")
     _flag(p, "--jwt-issuer", default=None, help="required 'iss' claim")
-    _flag(p, "--replicas", type=int, default=1, help="JetStream stream replicas (1 or 3)")
-    _flag(p, "--history-per-room", type=int, default=1000, help="messages kept per room")
-    _flag(p, "--history-max-age", type=float, default=86400.0,
-          help="seconds a message is kept (0: no limit)")
+    add_stream_flags(p)
+    _flag(p, "--streams", default="create-missing",
+          help="create-missing: create a stream that does not exist (never change one); "
+               "verify: create nothing (roomcast streams apply does)")
     _flag(p, "--max-frame", type=int, default=65536, help="largest client frame, bytes")
     _flag(p, "--max-rooms", type=int, default=100, help="rooms one connection may join")
     _flag(p, "--max-connections", type=int, default=0, help="connections per node (0: no limit)")
@@ -143,7 +152,7 @@ def node_config_from(args: argparse.Namespace):
         nats=NatsConfig(urls=tuple(u.strip() for u in args.nats_url.split(",") if u.strip()),
                         replicas=int(args.replicas), history_per_room=int(args.history_per_room),
                         history_max_age=float(args.history_max_age), name=f"roomcast-{node_id}",
-                        **nats_credentials_from(args)),
+                        streams_mode=args.streams, **nats_credentials_from(args)),
         node_id=node_id,
         host=args.host,
         port=int(args.port),
@@ -168,7 +177,8 @@ def node_config_from(args: argparse.Namespace):
         resume_ttl=float(args.resume_ttl),
         presence=PresenceConfig(heartbeat_interval=float(args.presence_heartbeat),
                                 timeout=float(args.presence_timeout),
-                                list_max=int(args.presence_list_max))
+                                list_max=int(args.presence_list_max),
+                                events_max_age=float(args.presence_events_max_age))
         if _bool(args.presence) else None,
         allowed_origins=tuple(o.strip() for o in args.allowed_origins.split(",") if o.strip()),
     )
@@ -181,6 +191,22 @@ def cmd_node(args: argparse.Namespace) -> int:
     config = node_config_from(args)
     setup_logging(config.node_id, args.log_level, args.log_format)
     return _run(run_node(config))
+
+
+def cmd_streams(args: argparse.Namespace) -> int:
+    """``roomcast streams apply|check``: exit 0 when the streams are (now) as wanted."""
+    from roomcast.backplane.nats import NatsConfig
+    from roomcast.backplane.streams import apply_or_check
+
+    nats = NatsConfig(urls=tuple(u.strip() for u in args.nats_url.split(",") if u.strip()),
+                      replicas=int(args.replicas), history_per_room=int(args.history_per_room),
+                      history_max_age=float(args.history_max_age), **nats_credentials_from(args))
+    lines, ok = _run(apply_or_check(nats, args.action, allow_lossy=args.yes,
+                                    events_max_age=float(args.presence_events_max_age),
+                                    wait=float(args.wait)))
+    for line in lines:
+        print(line)
+    return 0 if ok else 1
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -296,6 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_nats_credential_flags(p_admin)
     p_admin.add_argument("--wait", default="5", help="seconds to wait for the answer")
     p_admin.set_defaults(func=cmd_admin)
+
+    p_streams = sub.add_parser("streams", help="create, update or check the JetStream streams")
+    p_streams.add_argument("action", choices=["apply", "check"])
+    _flag(p_streams, "--nats-url", default="nats://127.0.0.1:4222", help="NATS URL(s)")
+    add_nats_credential_flags(p_streams)
+    add_stream_flags(p_streams)
+    p_streams.add_argument("--yes", action="store_true",
+                           help="apply also changes that lose redundancy or history")
+    p_streams.add_argument("--wait", type=float, default=30.0,
+                           help="seconds to wait for JetStream to be available")
+    p_streams.set_defaults(func=cmd_streams)
 
     p_tok = sub.add_parser("token", help="mint a development JWT")
     p_tok.add_argument("--user", required=True)

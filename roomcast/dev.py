@@ -31,6 +31,25 @@ def _port_free(host: str, port: int) -> bool:
         return True
 
 
+#: The dev cluster provisions its streams itself (as a deployment's Job does); its nodes only
+#: verify them, as production nodes do.
+DEV_NODE_ENV = {"ROOMCAST_STREAMS": "verify"}
+
+
+def apply_streams(cluster: NatsCluster) -> None:
+    """``roomcast streams apply`` for the dev cluster's settings."""
+    import asyncio
+
+    from roomcast.backplane.nats import NatsConfig
+    from roomcast.backplane.streams import apply_or_check
+
+    lines, ok = asyncio.run(apply_or_check(
+        NatsConfig(urls=tuple(cluster.urls), replicas=cluster.replicas), "apply",
+        allow_lossy=False, events_max_age=3600.0, wait=30.0))
+    if not ok:
+        raise RuntimeError("streams not applied: " + "; ".join(lines))
+
+
 class NodeProcess:
     """One ``roomcast node`` child process."""
 
@@ -117,7 +136,7 @@ class Commands:
             if words[0] == "add":
                 self.count += 1
                 n = NodeProcess(f"node-{self.count}", self.host, free_port(self.host),
-                                self.cluster.urls, self.key, self.cluster.replicas)
+                                self.cluster.urls, self.key, self.cluster.replicas, DEV_NODE_ENV)
                 n.wait_ready()
                 self.started.append(n)
                 return f"added {n.node_id}: {n.url}"
@@ -154,6 +173,7 @@ def run_dev(*, nodes: int = 2, nats: int = 3, port: int = 8765, host: str = "127
     started: list[NodeProcess] = []
     try:
         cluster.start()
+        apply_streams(cluster)
         ports: list[int] = []
         candidate = port
         while len(ports) < nodes:
@@ -164,7 +184,7 @@ def run_dev(*, nodes: int = 2, nats: int = 3, port: int = 8765, host: str = "127
                 candidate = free_port(host) if candidate == 0 or len(ports) else candidate + 1
         for i, p in enumerate(ports):
             started.append(NodeProcess(f"node-{i + 1}", host, p, cluster.urls, key,
-                                       cluster.replicas))
+                                       cluster.replicas, DEV_NODE_ENV))
         for n in started:
             n.wait_ready()
         token = mint_token(key, "dev", ttl=24 * 3600, info={"name": "dev"})

@@ -203,3 +203,22 @@ def test_only_the_public_port_is_exposed(overlay):
     assert set(rules) == {(8765,), (9090,)}
     [source] = rules[(9090,)]["from"]
     assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_streams_are_applied_by_an_init_step_and_only_verified_by_nodes(overlay):
+    """The edge pod's init container runs `roomcast streams apply` with the edge's own
+    settings and NATS credentials; the edge container only verifies (ROOMCAST_STREAMS)."""
+    objs = render(overlay)
+    spec = find(objs, "Deployment", "roomcast-edge")["spec"]["template"]["spec"]
+    [init] = spec["initContainers"]
+    edge = spec["containers"][0]
+    assert init["command"] == ["roomcast", "streams", "apply"] and "--yes" not in init["command"]
+    assert init["image"] == edge["image"] and init["envFrom"] == edge["envFrom"]
+    config = next(o for o in objs if o["kind"] == "ConfigMap"
+                  and o["metadata"]["name"].startswith("roomcast-config"))
+    assert config["data"]["ROOMCAST_STREAMS"] == "verify"
+    env = {e["name"]: e.get("value") for e in init["env"]}
+    edge_env = {e["name"]: e.get("value") for e in edge["env"]}
+    for name in ("ROOMCAST_NATS_URL", "ROOMCAST_NATS_USER", "ROOMCAST_NATS_PASSWORD_FILE"):
+        assert env[name] == edge_env[name], name

@@ -263,14 +263,16 @@ async def test_a_re_join_of_a_member_reports_the_position_before_frames_still_qu
 
 async def test_since_beyond_the_rooms_last_seq_is_not_confirmed():
     """`since` past anything the room stored (a position never issued) is answered
-    recovered=False with the room's real position; live messages then flow (§3.1)."""
+    recovered=False with everything retained replayed, as for since=0, and the room's real
+    position; live messages then flow (§3.1)."""
     bp = MemoryBackplane()
     reg = registry(bp)
     await bp.publish("r", body(1), "a")
     for since in (5, 1_000_000, 2**53 - 1):
         m = FakeMember()
         res = await reg.join(m, "r", since=since)
-        assert (res.recovered, res.position, res.replayed) == (False, 1, 0)
+        assert (res.recovered, res.position, res.replayed) == (False, 1, 1)
+        assert m.seqs() == [1]
         await reg.leave(m, "r")
     m = FakeMember()
     res = await reg.join(m, "r", since=1)

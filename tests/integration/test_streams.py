@@ -1,0 +1,134 @@
+"""Streams are provisioned, not rewritten by whoever starts (docs/deploy.md): a node only
+verifies them; `roomcast streams apply|check` changes and compares them; a stream recreated
+under running nodes is noticed and clients recover honestly. Real 3-server JetStream cluster."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+from roomcast.backplane.nats import NatsConfig
+from roomcast.backplane.streams import apply_or_check
+
+from roomcast.cli import main as cli
+from roomcast.client import connect
+from roomcast.natsserver import NatsCluster
+from tests.helpers import UNIT, start_node, token
+from tests.integration.test_presence import eventually
+
+
+@pytest.fixture
+def cluster():
+    """A cluster of its own: these tests change and delete the streams."""
+    with NatsCluster(3) as c:
+        yield c
+
+
+async def stream_config(urls, name="ROOMS"):
+    nc = await nats.connect(urls)
+    try:
+        return (await nc.jetstream().stream_info(name)).config
+    finally:
+        await nc.close()
+
+
+async def test_a_node_with_default_flags_does_not_rewrite_an_r3_stream(cluster, caplog):
+    """A production-like R3 stream, then a node started with the defaults (replicas 1,
+    another history): the stream is untouched and the node stays unready, saying which
+    settings differ and how to fix it."""
+    first = await start_node(cluster.urls, replicas=3)
+    await first.stop()
+    before = await stream_config(cluster.urls)
+    assert before.num_replicas == 3
+    node = await start_node(cluster.urls, replicas=1, nats_kw={"history_per_room": 10})
+    try:
+        ready, why = await node.readiness()
+        assert not ready and "streams differ" in why
+        problem = node.backplane.stream_problem
+        assert "ROOMS.num_replicas: 3 -> 1 (loses redundancy or history)" in problem
+        assert "ROOMS.max_msgs_per_subject: 1000 -> 10" in problem
+        assert "roomcast streams apply --replicas 1" in problem
+        assert any("not ready" in r.getMessage() for r in caplog.records)
+        after = await stream_config(cluster.urls)
+        assert (after.num_replicas, after.max_msgs_per_subject) == (3, 1000)
+    finally:
+        await node.stop()
+
+
+async def test_streams_apply_and_check_round_trip(cluster, capsys):
+    """apply creates both streams; check exits 0; a lossy change is refused without --yes
+    (exit 1, nothing changed) and applied with it; check then agrees with the new settings."""
+    urls = ",".join(cluster.urls)
+    assert await asyncio.to_thread(cli, ["streams", "check", "--nats-url", urls,
+                                         "--replicas", "3"]) == 1
+    assert "ROOMS: missing" in capsys.readouterr().out
+    assert await asyncio.to_thread(cli, ["streams", "apply", "--nats-url", urls,
+                                         "--replicas", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "created ROOMS" in out and "created PRESENCE" in out
+    assert await asyncio.to_thread(cli, ["streams", "check", "--nats-url", urls,
+                                         "--replicas", "3"]) == 0
+    assert "ROOMS: ok (replicas 3)" in capsys.readouterr().out
+    assert await asyncio.to_thread(cli, ["streams", "apply", "--nats-url", urls,
+                                         "--replicas", "1", "--history-per-room", "5"]) == 1
+    out = capsys.readouterr().out
+    assert "refused: ROOMS.num_replicas: 3 -> 1" in out
+    assert (await stream_config(cluster.urls)).num_replicas == 3
+    assert await asyncio.to_thread(cli, ["streams", "apply", "--nats-url", urls,
+                                         "--replicas", "1", "--history-per-room", "5",
+                                         "--yes"]) == 0
+    changed = await stream_config(cluster.urls)
+    assert (changed.num_replicas, changed.max_msgs_per_subject) == (1, 5)
+    assert await asyncio.to_thread(cli, ["streams", "check", "--nats-url", urls,
+                                         "--replicas", "1", "--history-per-room", "5"]) == 0
+
+
+async def test_a_stream_recreated_under_running_nodes(cluster):
+    """Delete ROOMS and create it again while nodes run and a client is in a room: the nodes
+    see the new epoch, send the client to resume (recovered: false, the new epoch), and the
+    new stream's messages are delivered, not dropped as duplicates of the old ones."""
+    a = await start_node(cluster.urls, replicas=3, node_id="sa")
+    b = await start_node(cluster.urls, replicas=3, node_id="sb")
+    try:
+        room = "recreated.room"
+        urls = [f"ws://127.0.0.1:{a.port}/ws", f"ws://127.0.0.1:{b.port}/ws"]
+        outcomes: list[dict] = []  # every resume's per-room outcome
+
+        def on_state(state, info) -> None:
+            if info.get("resume"):
+                outcomes.append(info["resume"].get(room, {}))
+
+        async with connect(urls, token("ria"), shuffle_urls=False, backoff_base=0.05,
+                           on_state=on_state) as c, \
+                connect(urls[::-1], token("pub"), shuffle_urls=False, backoff_base=0.05) as pub:
+            await c.join(room)
+            for i in range(30):
+                await pub.publish(room, i)
+            old = [await c.next_message(10 * UNIT) for _ in range(30)]
+            old_epoch = a.backplane.epoch
+            nc = await nats.connect(cluster.urls)
+            try:
+                await nc.jetstream().delete_stream("ROOMS")
+            finally:
+                await nc.close()
+            lines, ok = await apply_or_check(NatsConfig(urls=tuple(cluster.urls), replicas=3),
+                                             "apply", allow_lossy=False, events_max_age=3600.0,
+                                             wait=30.0)
+            assert ok and "created ROOMS" in lines
+            await eventually(lambda: a.backplane.epoch != old_epoch
+                             and b.backplane.epoch == a.backplane.epoch, timeout=20 * UNIT)
+            # Each node that notices sends its clients to resume: the first resume after the
+            # recreation is not recovered (the position was from the old stream); a later one
+            # from the adopted position may be.
+            await eventually(lambda: any(o.get("recovered") is False for o in outcomes),
+                             timeout=20 * UNIT)
+            first = next(o for o in outcomes if o.get("recovered") is False)
+            assert first["seq"] == 0  # the new stream's real position for the room
+            seq = await pub.publish(room, "new stream")
+            msg = await c.next_message(10 * UNIT)
+            assert (msg.data, msg.seq) == ("new stream", seq)
+            assert seq < old[-1].seq  # sequence numbers started again: not dropped as old
+    finally:
+        await a.stop()
+        await b.stop()
