@@ -1,17 +1,20 @@
 # roomcast edge node image. Build: docker build -t roomcast:0.1.0 .
-# Multi-stage: the build stage installs the package (pip, from pyproject.toml, as `make` does,
-# without the dev extras) into a virtualenv; the runtime stage copies only that virtualenv.
+# Multi-stage: the build stage installs the exact versions of requirements.lock (the runtime
+# part of what `make test` installs from requirements-dev.lock), then the package without
+# resolving anything again, into a virtualenv; the runtime stage copies only that virtualenv.
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY roomcast ./roomcast
 COPY node ./node
 COPY backplane ./backplane
 COPY presence ./presence
 RUN python -m venv /opt/roomcast \
- && /opt/roomcast/bin/pip install . \
+ && /opt/roomcast/bin/pip install -r requirements.lock \
+ && /opt/roomcast/bin/pip install --no-deps . \
+ && /opt/roomcast/bin/python -c "from roomcast import compat; compat.check()" \
  && /opt/roomcast/bin/roomcast --help > /dev/null
 
 FROM python:3.11-slim

