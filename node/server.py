@@ -25,6 +25,7 @@ import msgspec
 from roomcast.backplane import streams
 from roomcast.backplane.base import Backplane
 from roomcast.backplane.nats import NatsBackplane
+from roomcast.node.api import ServerApi
 from roomcast.node.connection import Connection, wait_all
 from roomcast.node.lean import slim_connection, tune_gc
 from roomcast.node.metrics import NodeMetrics, probe_loop_lag
@@ -105,6 +106,7 @@ class Node:
         self.instance = f"{config.node_id}.{secrets.token_hex(2)}"
         self.presence: PresenceTracker | None = None
         self._admin: AdminService | None = None
+        self._api: ServerApi | None = None
         self.connections: dict[Connection, None] = {}
         self.by_conn_id: dict[str, Connection] = {}
         self._dirty: list[Connection] = []
@@ -149,6 +151,9 @@ class Node:
             self.metrics.watch_event_log(self.presence.events)
             self._admin = AdminService(self.backplane.nc, self.presence)
             await self._admin.start()
+        if isinstance(self.backplane, NatsBackplane):
+            self._api = ServerApi(self.backplane.nc, self)
+            await self._api.start()
         self._server = await serve(
             self._handle,
             cfg.host,
@@ -237,6 +242,8 @@ class Node:
         await self.rooms.close()
         if self._admin is not None:
             await self._admin.close()
+        if self._api is not None:
+            await self._api.close()
         if self.presence is not None:
             await asyncio.sleep(0.05)  # let the last leave deltas go out
             await self.presence.close(flush_seconds=deadline.left())

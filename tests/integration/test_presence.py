@@ -89,6 +89,8 @@ async def test_tabs_of_one_user_count_once(nodes):
     tab1 = await WsClient.connect(a.port, token("tina"))
     tab2 = await WsClient.connect(b.port, token("tina"))
     await tab1.join(room)
+    # B's view of A's connections is one NATS hop behind: wait for it, not for luck.
+    await eventually(lambda: b.presence.state.conn_count(room) == 2)
     j = await tab2.join(room)
     assert j["presence"]["users"] == 2 and j["presence"]["connections"] == 3
     assert len(j["presence"]["members"]["tina"]) == 2

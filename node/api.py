@@ -1,0 +1,206 @@
+"""The server API for application backends over NATS request/reply (``docs/api.md``).
+
+Subjects ``roomcast.api.<method>``, JSON in and out, answered by any node (one queue group).
+Backend publishes have the guarantees of client publishes: stored in JetStream before the
+reply, ``seq``/``prev`` in the room's one order, idempotent ids (in a namespace of their own).
+Request validation (:func:`parse_publish`, :func:`parse_history`) is pure; :class:`ServerApi`
+does the I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import msgspec
+import nats.errors
+
+from roomcast import protocol as p
+from roomcast.errors import BackplaneError, PublishError
+
+if TYPE_CHECKING:
+    from roomcast.node.server import Node
+
+log = logging.getLogger("roomcast.node.api")
+
+API_PREFIX = "roomcast.api."
+API_QUEUE = "roomcast-api"
+#: The ``from`` of a backend publish that names none.
+BACKEND_SENDER = "backend"
+HISTORY_LIMIT_MAX = 1000
+HISTORY_LIMIT_DEFAULT = 100
+
+Seq = Annotated[int, msgspec.Meta(ge=0, le=p.MAX_SEQ)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=p.MAX_ID_LEN)]
+
+
+class PublishRequest(msgspec.Struct, forbid_unknown_fields=False):
+    room: str
+    data: msgspec.Raw
+    id: Name | None = None
+    sender: Name = msgspec.field(default=BACKEND_SENDER, name="from")
+
+
+class BroadcastRequest(msgspec.Struct):
+    rooms: Annotated[list[str], msgspec.Meta(min_length=1, max_length=1000)]
+    data: msgspec.Raw
+    id: Name | None = None
+    sender: Name = msgspec.field(default=BACKEND_SENDER, name="from")
+
+
+class HistoryRequest(msgspec.Struct):
+    room: str
+    before: Seq | None = None
+    after: Seq | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=HISTORY_LIMIT_MAX)] = HISTORY_LIMIT_DEFAULT
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def error(code: str, message: str) -> bytes:
+    return msgspec.json.encode({"error": {"code": code, "message": message}})
+
+
+def decode(kind: type, payload: bytes, max_size: int):
+    """Decode one request, or raise :class:`ApiError` (``bad_request``, ``bad_room``)."""
+    if len(payload) > max_size:
+        raise ApiError("bad_request", f"request larger than {max_size} bytes")
+    try:
+        if p.too_deep(payload):
+            raise RecursionError
+        req = msgspec.json.decode(payload or b"{}", type=kind)
+    except RecursionError:
+        raise ApiError("bad_request", f"JSON nested deeper than {p.MAX_DEPTH} levels") from None
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ApiError("bad_request", str(exc)[:200]) from None
+    for room in getattr(req, "rooms", None) or [req.room]:
+        if not p.valid_room(room):
+            raise ApiError("bad_room", f"invalid room name {room[:80]!r}")
+    for value in (getattr(req, "id", None), getattr(req, "sender", None)):
+        if value is not None and not value.isprintable():
+            raise ApiError("bad_request", "id and from must be printable")
+    return req
+
+
+def backend_dedupe_id(msg_id: str, room: str | None = None) -> str:
+    """``b1.`` + a hash of the id (and the room, for a broadcast): a namespace no client
+    publish (``u1.``/``a.``, node/peer.py) can reach."""
+    key = [msg_id] if room is None else [msg_id, room]
+    digest = hashlib.blake2b(msgspec.json.encode(key), digest_size=18).digest()
+    return "b1." + base64.urlsafe_b64encode(digest).decode()
+
+
+class ServerApi:
+    """Answers ``roomcast.api.*`` on one node (all nodes share the queue group)."""
+
+    def __init__(self, nc, node: Node) -> None:
+        self.nc = nc
+        self.node = node
+        self._sub = None
+        self._auto = 0
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(API_PREFIX + "*", queue=API_QUEUE, cb=self._on_request)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except nats.errors.Error:
+                pass
+
+    async def _on_request(self, msg) -> None:
+        if not msg.reply:
+            return
+        method = msg.subject[len(API_PREFIX):]
+        try:
+            reply = await self.call(method, msg.data)
+        except ApiError as exc:
+            reply = error(exc.code, exc.message)
+        except Exception:  # noqa: BLE001 - every request gets an answer
+            log.exception("api %s failed", method)
+            reply = error("internal", "unexpected server error")
+        try:
+            await msg.respond(reply)
+        except nats.errors.Error as exc:
+            log.info("api reply not sent: %s", exc)
+
+    async def call(self, method: str, payload: bytes) -> bytes:
+        """One request; the JSON reply, or :class:`ApiError`."""
+        max_size = self.node.config.max_frame
+        if method == "publish":
+            req = decode(PublishRequest, payload, max_size)
+            seq, dup = await self._publish(req.room, req.data, req.id, req.sender, None)
+            return msgspec.json.encode({"seq": seq, "duplicate": dup})
+        if method == "broadcast":
+            req = decode(BroadcastRequest, payload, max_size)
+            results: dict[str, dict] = {}
+            for room in dict.fromkeys(req.rooms):
+                try:
+                    seq, dup = await self._publish(room, req.data, req.id, req.sender, room)
+                    results[room] = {"seq": seq, "duplicate": dup}
+                except ApiError as exc:
+                    results[room] = {"error": {"code": exc.code, "message": exc.message}}
+            return msgspec.json.encode({"results": results})
+        if method == "history":
+            return await self._history(decode(HistoryRequest, payload, max_size))
+        raise ApiError("unknown_method", f"unknown method {method[:40]!r}; see docs/api.md")
+
+    async def _publish(self, room: str, data: msgspec.Raw, msg_id: str | None, sender: str,
+                       scope: str | None) -> tuple[int, bool]:
+        if msg_id is not None:
+            dedupe = backend_dedupe_id(msg_id, scope)
+        else:
+            self._auto += 1
+            dedupe = f"a.{self.node.instance}.api.{self._auto}"
+        body = p.stored_body(msgspec.json.encode(sender), int(time.time() * 1000), msg_id,
+                             bytes(data))
+        try:
+            res = await self.node.backplane.publish(room, body, dedupe)
+        except PublishError:
+            raise ApiError("publish_failed",
+                           "message not stored; retry with the same id") from None
+        return res.seq, res.duplicate
+
+    async def _history(self, req: HistoryRequest) -> bytes:
+        """Retained messages of the room: oldest first after ``after``, else newest first
+        (before ``before`` when given). A room keeps at most ``--history-per-room`` messages,
+        so the whole retained part is read forward (skipping other rooms server-side) and
+        sliced."""
+        bp = self.node.backplane
+        start = (req.after + 1) if req.after is not None else 1
+        page = self.node.config.history_page
+        msgs = []
+        try:
+            while True:
+                got = await bp.history(req.room, start, page)
+                msgs += got
+                if len(got) < page:
+                    break
+                start = got[-1].seq + 1
+                if req.after is not None and len(msgs) > req.limit:
+                    break
+        except BackplaneError:
+            raise ApiError("unavailable", "history not readable right now; retry") from None
+        prevs = {m.seq: (msgs[i - 1].seq if i else None) for i, m in enumerate(msgs)}
+        if req.after is not None:
+            if msgs and msgs[0].seq != req.after + 1:
+                prevs[msgs[0].seq] = None
+            chosen = [m for m in msgs if req.before is None or m.seq < req.before]
+            more = len(chosen) > req.limit
+            chosen = chosen[:req.limit]
+        else:
+            older = [m for m in msgs if req.before is None or m.seq < req.before]
+            more = len(older) > req.limit
+            chosen = older[-req.limit:][::-1]
+        room_json = msgspec.json.encode(req.room)
+        frames = [msgspec.Raw(p.message_frame(room_json, m.seq, prevs[m.seq], m.body))
+                  for m in chosen]
+        return msgspec.json.encode({"messages": frames, "more": more})

@@ -1,0 +1,134 @@
+"""The server API over NATS (docs/api.md): backend publishes, broadcasts and history, on real
+nodes and a real 3-server JetStream cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import nats
+import pytest
+import pytest_asyncio
+
+from roomcast.natsserver import NatsCluster
+from tests.helpers import UNIT, WsClient, assert_chain, room_name, start_node, token
+
+
+@pytest.fixture(scope="module")
+def big_history():
+    """A cluster of its own: its streams keep 6,000 messages per room."""
+    with NatsCluster(3) as c:
+        yield c
+
+
+@pytest_asyncio.fixture
+async def api_nodes(big_history):
+    kw = {"nats_kw": {"history_per_room": 6000}, "rate_limit": 1e5, "rate_burst": 100_000}
+    a = await start_node(big_history.urls, node_id="api-a", **kw)
+    b = await start_node(big_history.urls, node_id="api-b", **kw)
+    nc = await nats.connect(big_history.urls)
+    yield a, b, nc
+    await nc.close()
+    await a.stop()
+    await b.stop()
+
+
+async def call(nc, method: str, body) -> dict:
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    msg = await nc.request(f"roomcast.api.{method}", payload, timeout=10 * UNIT)
+    return json.loads(msg.data)
+
+
+async def test_a_backend_publish_reaches_members_on_both_nodes_once(api_nodes):
+    """Stored before the reply, in the room's seq/prev chain with client publishes, once after
+    a retried request with the same id; a user publishing the same id is another message."""
+    a, b, nc = api_nodes
+    room = room_name()
+    ma, mb = await WsClient.connect(a.port), await WsClient.connect(b.port)
+    await ma.join(room)
+    await mb.join(room)
+    user = await WsClient.connect(a.port, token("backend"))  # a user named like the backend
+    first = await user.publish(room, "from a user", "order-1")
+    r1 = await call(nc, "publish", {"room": room, "data": {"shipped": 7}, "id": "order-1"})
+    r2 = await call(nc, "publish", {"room": room, "data": {"shipped": 7}, "id": "order-1"})
+    r3 = await call(nc, "publish", {"room": room, "data": "no id", "from": "billing"})
+    assert r1["duplicate"] is False and r2 == {"seq": r1["seq"], "duplicate": True}
+    assert first["duplicate"] is False and first["seq"] != r1["seq"]
+    for m in (ma, mb):
+        msgs = await m.wait_messages(room, 3)
+        assert [x["seq"] for x in msgs] == [first["seq"], r1["seq"], r3["seq"]]
+        assert_chain(msgs)
+        assert (msgs[1]["from"], msgs[1]["id"], msgs[1]["data"]) == ("backend", "order-1",
+                                                                     {"shipped": 7})
+        assert msgs[2]["from"] == "billing"
+    hist = await call(nc, "history", {"room": room})
+    assert [x["seq"] for x in hist["messages"]] == [r3["seq"], r1["seq"], first["seq"]]
+    assert hist["more"] is False
+    for c in (ma, mb, user):
+        await c.close()
+
+
+async def test_broadcast_answers_per_room(api_nodes):
+    _, _, nc = api_nodes
+    rooms = [room_name(), room_name(), "bad room"]
+    reply = await call(nc, "broadcast", {"rooms": rooms, "data": 1, "id": "b-1"})
+    assert reply["error"]["code"] == "bad_room"  # one bad name refuses the whole request
+    reply = await call(nc, "broadcast", {"rooms": rooms[:2], "data": 1, "id": "b-1"})
+    again = await call(nc, "broadcast", {"rooms": rooms[:2], "data": 1, "id": "b-1"})
+    results = reply["results"]
+    assert results[rooms[0]]["seq"] != results[rooms[1]]["seq"]
+    assert all(again["results"][r] == {**results[r], "duplicate": True} for r in rooms[:2])
+
+
+async def test_history_pages_through_5000_messages_both_ways(api_nodes):
+    """Pages of `limit` newest-first with `before`, and oldest-first with `after`: together
+    every message once, in order, no gap or duplicate between pages; `more` says when to stop."""
+    a, _, nc = api_nodes
+    room = room_name()
+    pub = await WsClient.connect(a.port)
+    sent = []
+    for start in range(0, 5000, 250):
+        acks = await asyncio.gather(*(pub.publish(room, i) for i in range(start, start + 250)))
+        sent += [x["seq"] for x in acks]
+    sent.sort()
+    back, before = [], None
+    while True:
+        req = {"room": room, "limit": 700, **({"before": before} if before else {})}
+        page = await call(nc, "history", req)
+        seqs = [m["seq"] for m in page["messages"]]
+        assert seqs == sorted(seqs, reverse=True) and len(seqs) <= 700
+        back += seqs
+        if not page["more"]:
+            break
+        before = seqs[-1]
+    assert back[::-1] == sent
+    forward, after = [], 0
+    while True:
+        page = await call(nc, "history", {"room": room, "after": after, "limit": 900})
+        msgs = page["messages"]
+        forward += [m["seq"] for m in msgs]
+        for x, y in zip(msgs, msgs[1:], strict=False):
+            assert y["prev"] == x["seq"]
+        if not page["more"]:
+            break
+        after = msgs[-1]["seq"]
+    assert forward == sent
+    await pub.close()
+
+
+@pytest.mark.parametrize("method,body,code", [
+    ("publish", b"{not json", "bad_request"),
+    ("publish", {"room": "a b", "data": 1}, "bad_room"),
+    ("publish", {"room": "chat.y\n", "data": 1}, "bad_room"),
+    ("publish", {"room": "r"}, "bad_request"),
+    ("publish", ("{\"room\":\"r\",\"data\":" + "[" * 1000 + "]" * 1000 + "}").encode(),
+     "bad_request"),
+    ("publish", {"room": "r", "data": "x" * 70_000}, "bad_request"),
+    ("history", {"room": "r", "limit": 100_000}, "bad_request"),
+    ("history", {"room": "r", "before": 2**60}, "bad_request"),
+    ("nope", {}, "unknown_method"),
+])
+async def test_bad_requests_get_documented_errors(api_nodes, method, body, code):
+    _, _, nc = api_nodes
+    reply = await call(nc, method, body)
+    assert reply["error"]["code"] == code, reply
