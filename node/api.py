@@ -117,8 +117,12 @@ class ServerApi:
                 pass
 
     async def _on_request(self, msg) -> None:
-        if not msg.reply:
-            return
+        # nats-py runs a subscription's callbacks one after another: each request is served
+        # in a task of its own so that many are in flight (a publish waits for its store).
+        if msg.reply:
+            self.node.spawn(self._serve(msg), inflight=True)
+
+    async def _serve(self, msg) -> None:
         method = msg.subject[len(API_PREFIX):]
         try:
             reply = await self.call(method, msg.data)
