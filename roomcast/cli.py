@@ -211,6 +211,50 @@ def cmd_streams(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _server_api(args: argparse.Namespace):
+    from roomcast.api import ServerApi
+    from roomcast.backplane.nats import NatsConfig
+
+    nats = NatsConfig(urls=tuple(u.strip() for u in args.nats_url.split(",") if u.strip()),
+                      **nats_credentials_from(args))
+    return ServerApi(list(nats.urls), max_reconnect_attempts=2, connect_timeout=3,
+                     **nats.connect_options())
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """``roomcast publish ROOM JSON``: prints the stored message's seq."""
+    import json
+
+    try:
+        data = json.loads(args.json)
+    except ValueError as exc:
+        raise ConfigError("json", f"not JSON: {exc}") from None
+
+    async def go() -> int:
+        async with _server_api(args) as api:
+            return await api.publish(args.room, data, id=args.id, sender=args.sender)
+
+    print(_run(go()))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """``roomcast history ROOM``: one JSON message per line, as the API returns them."""
+    import json
+
+    async def go() -> dict:
+        async with _server_api(args) as api:
+            return await api.history(args.room, before=args.before, after=args.after,
+                                     limit=args.limit)
+
+    page = _run(go())
+    for m in page["messages"]:
+        print(json.dumps(m))
+    if page["more"]:
+        print("# more: page on with --before (or --after) the last seq", file=sys.stderr)
+    return 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from roomcast.auth import mint_token
 
@@ -335,6 +379,24 @@ def build_parser() -> argparse.ArgumentParser:
     p_streams.add_argument("--wait", type=float, default=30.0,
                            help="seconds to wait for JetStream to be available")
     p_streams.set_defaults(func=cmd_streams)
+
+    p_pub = sub.add_parser("publish", help="store a message in a room (server API)")
+    p_pub.add_argument("room")
+    p_pub.add_argument("json", help="the message's data, as JSON")
+    p_pub.add_argument("--id", default=None, help="idempotency key")
+    p_pub.add_argument("--from", dest="sender", default=None, help="sender (default backend)")
+    _flag(p_pub, "--nats-url", default="nats://127.0.0.1:4222", help="NATS URL(s)")
+    add_nats_credential_flags(p_pub)
+    p_pub.set_defaults(func=cmd_publish)
+
+    p_hist = sub.add_parser("history", help="a room's retained messages (server API)")
+    p_hist.add_argument("room")
+    p_hist.add_argument("--before", type=int, default=None)
+    p_hist.add_argument("--after", type=int, default=None)
+    p_hist.add_argument("--limit", type=int, default=100)
+    _flag(p_hist, "--nats-url", default="nats://127.0.0.1:4222", help="NATS URL(s)")
+    add_nats_credential_flags(p_hist)
+    p_hist.set_defaults(func=cmd_history)
 
     p_tok = sub.add_parser("token", help="mint a development JWT")
     p_tok.add_argument("--user", required=True)

@@ -132,3 +132,34 @@ async def test_bad_requests_get_documented_errors(api_nodes, method, body, code)
     _, _, nc = api_nodes
     reply = await call(nc, method, body)
     assert reply["error"]["code"] == code, reply
+
+
+async def test_the_python_sdk_and_the_cli(api_nodes, big_history, capsys):
+    """roomcast.api (async and sync) and `roomcast publish` / `roomcast history` do what the
+    raw requests do; a refused request is an ApiRequestError with the documented code."""
+    from roomcast.api import ApiRequestError, ServerApi, SyncServerApi
+    from roomcast.cli import main
+
+    room = room_name()
+    async with ServerApi(big_history.urls) as api:
+        seq = await api.publish(room, {"n": 1}, id="sdk-1", sender="sdk")
+        assert await api.publish(room, {"n": 1}, id="sdk-1") == seq
+        with pytest.raises(ApiRequestError) as info:
+            await api.publish("bad room", 1)
+        assert info.value.code == "bad_room"
+    sync = await asyncio.to_thread(SyncServerApi, big_history.urls)
+    try:
+        seq2 = await asyncio.to_thread(sync.publish, room, "sync")
+        page = await asyncio.to_thread(sync.history, room, limit=10)
+        assert [m["seq"] for m in page["messages"]] == [seq2, seq]
+    finally:
+        await asyncio.to_thread(sync.close)
+    url = ",".join(big_history.urls)
+    assert await asyncio.to_thread(main, ["publish", room, '{"cli": true}', "--nats-url", url]) == 0
+    seq3 = int(capsys.readouterr().out.strip())
+    assert await asyncio.to_thread(main, ["history", room, "--limit", "2", "--nats-url", url]) == 0
+    out = capsys.readouterr()
+    lines = [json.loads(x) for x in out.out.splitlines()]
+    assert [m["seq"] for m in lines] == [seq3, seq2] and lines[0]["data"] == {"cli": True}
+    assert "more" in out.err
+    assert await asyncio.to_thread(main, ["publish", "a b", "1", "--nats-url", url]) == 1
