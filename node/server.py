@@ -9,7 +9,6 @@ kept fresh by a background check (``docs/deploy.md``).
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import random
@@ -18,15 +17,16 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import msgspec
 from roomcast.backplane import streams
 from roomcast.backplane.base import Backplane
 from roomcast.backplane.nats import NatsBackplane
+from roomcast.node import web
 from roomcast.node.api import ServerApi
 from roomcast.node.connection import Connection, wait_all
+from roomcast.node.handover import Handover
 from roomcast.node.lean import slim_connection, tune_gc
 from roomcast.node.metrics import NodeMetrics, probe_loop_lag
 from roomcast.node.peer import Peer, PeerLimits
@@ -58,7 +58,6 @@ FORCED_STOP_SECONDS = 2.0
 CLOSE_TIMEOUT = 3.0  # seconds a client gets to answer our close frame
 EXPIRY_SWEEP = 1.0  # seconds between checks for expired tokens
 KEEPALIVE_SLICE = 100  # connections pinged in one go; slices are spread over the interval
-INTERNAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 #: Seconds between the background checks that the stream answers (readiness reads the result).
 STREAM_CHECK_INTERVAL = 2.0
 #: Seconds the stream may fail to answer before the node reports unready: longer than a
@@ -125,10 +124,8 @@ class Node:
         self._tasks: set[asyncio.Task] = set()
         #: Publishes awaiting their ack and their retry tasks: a drain waits for them.
         self.inflight: set[asyncio.Future] = set()
-        #: Connections a drain closed whose presence stays until they resume elsewhere:
-        #: conn id -> rooms (docs/presence.md, "Draining nodes hand over").
-        self._handed_over: dict[str, tuple[str, ...]] = {}
-        self._handover_done: asyncio.Event | None = None
+        #: Connections a drain closed whose presence stays until they resume elsewhere.
+        self.handover = Handover()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -148,6 +145,7 @@ class Node:
                 instance=self.instance, config=cfg.presence, replicas=cfg.nats.replicas,
                 on_transitions=self._on_presence, close_conn=self._close_resumed)
             await self.presence.start()
+            self.handover.presence = self.presence
             self.metrics.watch_event_log(self.presence.events)
             self._admin = AdminService(self.backplane.nc, self.presence)
             await self._admin.start()
@@ -223,7 +221,7 @@ class Node:
         # drain, and new upgrades get 503 (see _process_request). The listener closes last.
         await self._close_paced(cfg.drain_window, deadline)
         await self._wait(self.inflight, deadline.left())
-        await self._finish_handover(deadline)
+        await self.handover.finish(deadline.left())
         if self._server is not None:
             self._server.close(close_connections=True)
             try:
@@ -283,50 +281,14 @@ class Node:
             conn.leave_presence()  # now, not after a closing handshake that may never come
             conn.close(CloseCode.SESSION_RESUMED, "session resumed elsewhere")
             return
-        rooms = self._handed_over.pop(conn_id, None)
-        if rooms is not None and self.presence is not None:
-            # A connection our drain closed resumed elsewhere: the new one is tracked already,
-            # so this leave is no member-level change for anybody.
-            for room in rooms:
-                self.presence.untrack(room, conn_id)
-            if not self._handed_over and self._handover_done is not None:
-                self._handover_done.set()
+        self.handover.release(conn_id)  # one our drain closed, resumed elsewhere
 
     def hand_over(self, conn: Connection) -> None:
-        """A connection closed by our drain keeps its presence until it resumes elsewhere
-        (:meth:`_close_resumed`) or :meth:`_finish_handover` gives up on it."""
-        if self.presence is not None and conn.peer.rooms:
-            conn_id = conn.peer.conn_id
-            self._handed_over[conn_id] = tuple(conn.peer.rooms)
-            if not self.draining:  # a drain gives up on them in _finish_handover
-                asyncio.get_running_loop().call_later(
-                    self.presence.config.timeout, self._give_up_handover, conn_id)
-        else:
+        """A connection we closed on purpose keeps its presence until it resumes elsewhere
+        (``node/handover.py``)."""
+        if not self.handover.keep(conn.peer.conn_id, tuple(conn.peer.rooms),
+                                  expire=not self.draining):
             conn.leave_presence()
-
-    def _give_up_handover(self, conn_id: str) -> None:
-        rooms = self._handed_over.pop(conn_id, None)
-        if rooms is not None and self.presence is not None:
-            for room in rooms:
-                self.presence.untrack(room, conn_id)
-
-    async def _finish_handover(self, deadline: Deadline) -> None:
-        """Wait (at most the presence timeout, within the drain deadline) for drained
-        connections to resume elsewhere; those that did not really left: untrack them
-        (members get their leave)."""
-        if not self._handed_over or self.presence is None:
-            return
-        self._handover_done = asyncio.Event()
-        try:
-            await asyncio.wait_for(self._handover_done.wait(),
-                                   min(self.presence.config.timeout, deadline.left()))
-        except TimeoutError:
-            pass
-        left, self._handed_over = self._handed_over, {}
-        for conn_id, rooms in left.items():
-            for room in rooms:
-                self.presence.untrack(room, conn_id)
-        log.info("drain hand-over done", extra={"not_resumed": len(left)})
 
     def presence_summary(self, room: str) -> dict | None:
         if self.presence is None:
@@ -412,15 +374,15 @@ class Node:
         """The internal port: health, readiness, metrics; nothing upgrades here."""
         path = urlsplit(request.path).path
         if path == "/healthz":
-            return _text(HTTPStatus.OK, "ok\n")
+            return web.text(HTTPStatus.OK, "ok\n")
         if path == "/readyz":
             ready, why = await self.readiness()
-            return _text(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, why + "\n")
+            return web.text(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, why + "\n")
         if path == "/metrics":
             body = self.metrics.render()
             return Response(200, "OK", Headers([("Content-Type", "text/plain; version=0.0.4"),
                                                 ("Content-Length", str(len(body)))]), body)
-        return _text(HTTPStatus.NOT_FOUND, "not found\n")
+        return web.text(HTTPStatus.NOT_FOUND, "not found\n")
 
     async def _handle_internal(self, ws: ServerConnection) -> None:  # pragma: no cover
         await ws.close(int(CloseCode.NORMAL), "")  # never reached: every request is answered
@@ -446,30 +408,30 @@ class Node:
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         path = url.path
-        if path in STATIC:
-            return _static(path)
+        if path in web.STATIC:
+            return web.static(path)
         if path != WS_PATH:
-            return _text(HTTPStatus.NOT_FOUND, "not found\n")
+            return web.text(HTTPStatus.NOT_FOUND, "not found\n")
         for name in ("Authorization", "Origin", "Host"):
             if len(request.headers.get_all(name)) > 1:
                 self.metrics.auth_failures.inc()
-                return _text(HTTPStatus.BAD_REQUEST, f"more than one {name} header\n")
+                return web.text(HTTPStatus.BAD_REQUEST, f"more than one {name} header\n")
         origin = request.headers.get("Origin")
-        if origin is not None and not origin_allowed(origin, request.headers.get("Host", ""),
+        if origin is not None and not web.origin_allowed(origin, request.headers.get("Host", ""),
                                                      self.config.allowed_origins):
             self.metrics.auth_failures.inc()
-            return _text(HTTPStatus.FORBIDDEN, "origin not allowed\n")
+            return web.text(HTTPStatus.FORBIDDEN, "origin not allowed\n")
         if self.draining:
-            return _text(HTTPStatus.SERVICE_UNAVAILABLE, "node draining\n")
+            return web.text(HTTPStatus.SERVICE_UNAVAILABLE, "node draining\n")
         limit = self.config.max_connections
         if limit and len(self.connections) >= limit:
-            return _text(HTTPStatus.SERVICE_UNAVAILABLE, "node full\n")
-        token = _token_from(request, url.query)
+            return web.text(HTTPStatus.SERVICE_UNAVAILABLE, "node full\n")
+        token = web.token_from(request, url.query)
         try:
             conn.roomcast_identity = verify_token(token, self.config.auth)
         except AuthError as exc:
             self.metrics.auth_failures.inc()
-            return _text(HTTPStatus.UNAUTHORIZED, exc.reason + "\n",
+            return web.text(HTTPStatus.UNAUTHORIZED, exc.reason + "\n",
                          [("WWW-Authenticate", 'Bearer realm="roomcast"')])
         return None
 
@@ -513,59 +475,6 @@ class Node:
             del self.connections[conn]
             self.by_conn_id.pop(conn_id, None)
             self.metrics.connections.set(len(self.connections))
-
-
-def _text(status: HTTPStatus, text: str, extra: list[tuple[str, str]] | None = None) -> Response:
-    body = text.encode()
-    headers = Headers([("Content-Type", "text/plain; charset=utf-8"),
-                       ("Content-Length", str(len(body))), *(extra or [])])
-    return Response(status.value, status.phrase, headers, body)
-
-
-_STATIC_DIR = Path(__file__).parent / "static"
-STATIC = {
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/index.html": ("index.html", "text/html; charset=utf-8"),
-    "/roomcast.js": ("roomcast.js", "text/javascript; charset=utf-8"),
-    "/demo.js": ("demo.js", "text/javascript; charset=utf-8"),
-}
-
-
-@functools.cache
-def _static_body(name: str) -> bytes:
-    return (_STATIC_DIR / name).read_bytes()
-
-
-def _static(path: str) -> Response:
-    name, ctype = STATIC[path]
-    body = _static_body(name)
-    return Response(200, "OK", Headers([("Content-Type", ctype),
-                                        ("Content-Length", str(len(body))),
-                                        ("Cache-Control", "no-cache"),
-                                        ("X-Content-Type-Options", "nosniff")]), body)
-
-
-LOCALHOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
-
-
-def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
-    """Browsers send Origin; accept our own origin, the configured ones, and — when none are
-    configured — any origin on localhost (development)."""
-    parts = urlsplit(origin)
-    if parts.netloc and parts.netloc == host:
-        return True  # same origin: the page was served by this node
-    if "*" in allowed or origin in allowed:
-        return True
-    return not allowed and parts.hostname is not None and (
-        parts.hostname in LOCALHOSTS or f"[{parts.hostname}]" in LOCALHOSTS)
-
-
-def _token_from(request: Request, query: str) -> str | None:
-    auth = request.headers.get("Authorization")
-    if auth and auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    values = parse_qs(query).get("token")
-    return values[0] if values else None
 
 
 async def run_node(config: NodeConfig) -> int:

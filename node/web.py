@@ -1,0 +1,65 @@
+"""The node's plain HTTP answers: text responses, the browser client and demo page, the origin
+policy and where the handshake's token is read from. No state; ``node/server.py`` routes."""
+
+from __future__ import annotations
+
+import functools
+from http import HTTPStatus
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+
+def text(status: HTTPStatus, text: str, extra: list[tuple[str, str]] | None = None) -> Response:
+    body = text.encode()
+    headers = Headers([("Content-Type", "text/plain; charset=utf-8"),
+                       ("Content-Length", str(len(body))), *(extra or [])])
+    return Response(status.value, status.phrase, headers, body)
+
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/roomcast.js": ("roomcast.js", "text/javascript; charset=utf-8"),
+    "/demo.js": ("demo.js", "text/javascript; charset=utf-8"),
+}
+
+
+@functools.cache
+def _static_body(name: str) -> bytes:
+    return (STATIC_DIR / name).read_bytes()
+
+
+def static(path: str) -> Response:
+    name, ctype = STATIC[path]
+    body = _static_body(name)
+    return Response(200, "OK", Headers([("Content-Type", ctype),
+                                        ("Content-Length", str(len(body))),
+                                        ("Cache-Control", "no-cache"),
+                                        ("X-Content-Type-Options", "nosniff")]), body)
+
+
+LOCALHOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
+    """Browsers send Origin; accept our own origin, the configured ones, and — when none are
+    configured — any origin on localhost (development)."""
+    parts = urlsplit(origin)
+    if parts.netloc and parts.netloc == host:
+        return True  # same origin: the page was served by this node
+    if "*" in allowed or origin in allowed:
+        return True
+    return not allowed and parts.hostname is not None and (
+        parts.hostname in LOCALHOSTS or f"[{parts.hostname}]" in LOCALHOSTS)
+
+
+def token_from(request: Request, query: str) -> str | None:
+    auth = request.headers.get("Authorization")
+    if auth and auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    values = parse_qs(query).get("token")
+    return values[0] if values else None
