@@ -329,16 +329,21 @@ class Connection:
         allowed = set(self.peer.resume_rooms(claims.rooms))
         gate = asyncio.Semaphore(RESUME_CONCURRENCY)
 
-        async def rejoin(room: str) -> None:
+        async def rejoin(room: str) -> bool:
+            """False when the client went away during the replay."""
             since = a.positions.get(room)
             async with gate:
-                res = await self._join_room(room, since, claims.epoch)
+                try:
+                    res = await self._join_room(room, since, claims.epoch)
+                except ConnectionError:
+                    return False
             if res is None:
                 results[room] = {"error": ErrorCode.UNAVAILABLE.value}
-                return
-            results[room] = {"seq": res.position,
-                             "recovered": bool(res.recovered) if since is not None else False,
-                             "replayed": res.replayed}
+            else:
+                results[room] = {"seq": res.position, "replayed": res.replayed,
+                                 "recovered": bool(res.recovered) if since is not None
+                                 else False}
+            return True
 
         for room in claims.rooms:
             if room not in allowed:
@@ -347,19 +352,11 @@ class Connection:
             self._held, self._held_bytes = [], 0
         try:
             todo = [r for r in claims.rooms if r in allowed]
-            if len(todo) == 1:  # most sessions: no task for it
-                outcomes = [None]
-                try:
-                    await rejoin(todo[0])
-                except ConnectionError as exc:
-                    outcomes = [exc]
-            else:
-                outcomes = await asyncio.gather(*map(rejoin, todo), return_exceptions=True)
-            for exc in outcomes:
-                if isinstance(exc, ConnectionError):
-                    return  # the client went away during a replay
-                if isinstance(exc, BaseException):
-                    raise exc
+            # Most sessions have one room: no task for it.
+            done = ([await rejoin(todo[0])] if len(todo) == 1
+                    else await asyncio.gather(*map(rejoin, todo)))
+            if not all(done):
+                return
             for room, res in results.items():
                 summary = self.node.presence_summary(room) if "seq" in res else None
                 if summary is not None:
