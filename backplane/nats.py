@@ -63,6 +63,7 @@ class NatsBackplane:
         self.on_epoch_change = None  # callable(epoch: str): the rooms stream was recreated
         #: Why the streams are not what this node needs (None: they are); readiness fails.
         self.stream_problem: str | None = None
+        self._checks: set[asyncio.Task] = set()
         self._wanted = streams.wanted_streams(
             replicas=config.replicas, history_per_room=config.history_per_room,
             history_max_age=config.history_max_age, duplicate_window=config.duplicate_window,
@@ -104,7 +105,9 @@ class NatsBackplane:
             url = self._nc.connected_url if self._nc else None
             log.info("nats reconnected to %s", f"{url.hostname}:{url.port}" if url else "?")
             # The streams may have changed (or been recreated) while we were away.
-            asyncio.get_running_loop().create_task(self.check_streams())
+            task = asyncio.get_running_loop().create_task(self.check_streams())
+            self._checks.add(task)  # a reference, so the task is not collected mid-way
+            task.add_done_callback(self._checks.discard)
             if self.on_state_change:
                 self.on_state_change(True)
 
