@@ -19,6 +19,8 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
+
+from roomcast.backoff import backoff_delays
 from roomcast.backplane import streams, subjects
 from roomcast.backplane.base import MessageHandler, PublishResult, RoomMessage, StoredMessage
 from roomcast.backplane.natsclient import (
@@ -32,8 +34,6 @@ from roomcast.backplane.natsclient import (
     sequence_headers,
 )
 from roomcast.backplane.natsconfig import NatsConfig
-
-from roomcast.backoff import backoff_delays
 from roomcast.errors import BackplaneError, PublishError
 from roomcast.logs import redact
 

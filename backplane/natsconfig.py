@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roomcast.backplane import streams, subjects
-
 from roomcast.errors import ConfigError
 from roomcast.logs import redact_urls
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import nats.errors
 import nats.js.errors
 from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
-from roomcast.backplane import subjects
 
+from roomcast.backplane import subjects
 from roomcast.errors import BackplaneError
 
 #: Settings compared between the wanted and the existing streams.

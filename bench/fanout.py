@@ -15,7 +15,6 @@ import asyncio
 import time
 
 import msgspec
-from roomcast.node.metrics import FastHistogram, probe_loop_lag
 
 from bench.harness import (
     Cluster,
@@ -28,6 +27,7 @@ from bench.harness import (
 )
 from bench.wsclient import connect
 from roomcast.client.model import Verdict, judge
+from roomcast.node.metrics import FastHistogram, probe_loop_lag
 
 
 class Data(msgspec.Struct):

@@ -14,9 +14,8 @@ import argparse
 import asyncio
 import time
 
-from roomcast.backplane.nats import NatsBackplane, NatsConfig
-
 from bench.harness import cpu_seconds, machine, percentile
+from roomcast.backplane.nats import NatsBackplane, NatsConfig
 from roomcast.natsserver import NatsCluster
 
 

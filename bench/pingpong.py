@@ -127,7 +127,6 @@ async def run(args) -> dict:
 
 async def run_without_nodes(args) -> dict:
     from roomcast.backplane.nats import NatsBackplane, NatsConfig
-
     from roomcast.natsserver import NatsCluster
 
     with NatsCluster(args.nats) as cluster:

@@ -18,14 +18,14 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from roomcast.node.peer import Close, DoJoin, DoLeave, DoPublish, DoResume, Peer, Send
-from roomcast.node.wire import text_frame
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from roomcast import protocol as p
 from roomcast.errors import BackplaneError, PublishError
+from roomcast.node.peer import Close, DoJoin, DoLeave, DoPublish, DoResume, Peer, Send
+from roomcast.node.wire import text_frame
 from roomcast.protocol import CloseCode, ErrorCode
 from roomcast.resume import ResumeTokenError
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
+
+from roomcast import protocol as p
 from roomcast.backplane.base import Backplane, RoomMessage
 from roomcast.node.metrics import NodeMetrics
 from roomcast.node.replaycache import Entry, ReplayCache
 from roomcast.node.wire import text_frame
-
-from roomcast import protocol as p
 
 log = logging.getLogger("roomcast.node.rooms")
 

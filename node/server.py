@@ -20,9 +20,17 @@ from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import msgspec
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from roomcast import protocol as p
+from roomcast.auth import verify_token
 from roomcast.backplane import streams
 from roomcast.backplane.base import Backplane
 from roomcast.backplane.nats import NatsBackplane
+from roomcast.config import NodeConfig
+from roomcast.errors import AuthError
 from roomcast.node import web
 from roomcast.node.api import ServerApi
 from roomcast.node.connection import Connection, wait_all
@@ -34,14 +42,6 @@ from roomcast.node.replaycache import ReplayCache
 from roomcast.node.rooms import RoomRegistry
 from roomcast.presence.admin import AdminService
 from roomcast.presence.tracker import PresenceTracker
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
-
-from roomcast import protocol as p
-from roomcast.auth import verify_token
-from roomcast.config import NodeConfig
-from roomcast.errors import AuthError
 from roomcast.protocol import CloseCode
 from roomcast.resume import ResumeSigner
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import msgspec
 import nats.errors
 from nats.aio.msg import Msg
-from roomcast.backplane import subjects
 
+from roomcast.backplane import subjects
 from roomcast.errors import ConfigError
 from roomcast.protocol import MAX_DEPTH, too_deep
 

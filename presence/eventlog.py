@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 import nats.errors
+
 from roomcast.backplane import subjects
 from roomcast.backplane.natsclient import AckError
 

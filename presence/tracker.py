@@ -22,11 +22,11 @@ from typing import Any
 import msgspec
 import nats.errors
 from nats.aio.msg import Msg
+
 from roomcast.backplane import subjects
+from roomcast.errors import ConfigError
 from roomcast.presence.eventlog import EventLog
 from roomcast.presence.state import Conn, Delta, Op, PresenceState, Transition
-
-from roomcast.errors import ConfigError
 
 log = logging.getLogger("roomcast.presence")
 

@@ -10,11 +10,11 @@ import uuid
 from typing import Any
 
 import websockets
-from roomcast.backplane.nats import NatsConfig
-from roomcast.node.server import Node
 
 from roomcast.auth import AuthConfig, mint_token
+from roomcast.backplane.nats import NatsConfig
 from roomcast.config import NodeConfig
+from roomcast.node.server import Node
 
 #: Every timeout in the tests is a multiple of this; raise ROOMCAST_TEST_UNIT on slow machines.
 UNIT = float(os.environ.get("ROOMCAST_TEST_UNIT", "1.0"))

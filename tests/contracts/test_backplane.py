@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 import pytest_asyncio
+
 from roomcast.backplane.memory import MemoryBackplane
 from roomcast.backplane.nats import NatsBackplane, NatsConfig
-
 from roomcast.natsserver import NatsCluster
 
 

@@ -12,8 +12,8 @@ import urllib.request
 
 import nkeys
 import pytest
-from roomcast.backplane.nats import NatsBackplane, NatsConfig
 
+from roomcast.backplane.nats import NatsBackplane, NatsConfig
 from roomcast.errors import BackplaneError
 from roomcast.natsserver import NatsCluster, free_port
 from tests.helpers import KEY, UNIT

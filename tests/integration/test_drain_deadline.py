@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 import time
 
-from roomcast.node.server import FORCED_STOP_SECONDS
-
 from roomcast.natsserver import NatsCluster
+from roomcast.node.server import FORCED_STOP_SECONDS
 from tests.faults import TcpProxy
 from tests.helpers import UNIT, WsClient, room_name, start_node, token
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import nats
 import pytest
-from roomcast.presence.admin import query
 
 from roomcast.natsserver import NatsCluster
+from roomcast.presence.admin import query
 from tests.helpers import UNIT, WsClient, room_name, start_node, token
 
 AUTH = Path(__file__).parents[2] / "deploy" / "k8s" / "base" / "nats" / "auth.conf"

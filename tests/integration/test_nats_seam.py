@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 
 from roomcast.backplane.natsclient import FastHeadersClient
-
 from tests.helpers import UNIT
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import websockets
-from roomcast.node.web import origin_allowed
 
+from roomcast.node.web import origin_allowed
 from tests.helpers import start_node, token
 
 

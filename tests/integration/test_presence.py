@@ -10,10 +10,10 @@ import time
 
 import nats
 import pytest_asyncio
-from roomcast.presence.admin import query
 
 from roomcast.dev import NodeProcess
 from roomcast.natsserver import free_port
+from roomcast.presence.admin import query
 from tests.helpers import KEY, UNIT, WsClient, room_name, start_node, token
 
 FAST = {"ROOMCAST_PRESENCE_HEARTBEAT": "0.25", "ROOMCAST_PRESENCE_TIMEOUT": "1.5",

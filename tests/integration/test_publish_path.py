@@ -7,12 +7,12 @@ import asyncio
 import uuid
 
 import pytest
+
 from roomcast.backplane.memory import MemoryBackplane
 from roomcast.backplane.nats import NatsBackplane, NatsConfig
 from roomcast.backplane.natsclient import AckError
-from roomcast.node.server import Node
-
 from roomcast.errors import PublishError
+from roomcast.node.server import Node
 from tests.helpers import WsClient, node_config, room_name
 
 

@@ -8,9 +8,9 @@ import asyncio
 
 import nats
 import pytest
+
 from roomcast.backplane.nats import NatsConfig
 from roomcast.backplane.streams import apply_or_check
-
 from roomcast.cli import main as cli
 from roomcast.client import connect
 from roomcast.natsserver import NatsCluster

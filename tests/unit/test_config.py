@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from roomcast.presence.tracker import PresenceConfig
 
 from roomcast.errors import ConfigError
+from roomcast.presence.tracker import PresenceConfig
 from tests.helpers import node_config
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import pytest
+
 from roomcast.backplane.natsclient import AckError
 from roomcast.presence import eventlog
 from roomcast.presence.eventlog import EventLog, fixed_batches

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from roomcast.backplane.memory import MemoryBackplane
 from roomcast.node.server import KEEPALIVE_SLICE, Node
-
 from tests.helpers import node_config
 
 

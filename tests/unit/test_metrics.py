@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
 from roomcast.node.metrics import FastCounter, FastHistogram, _fast
 
 BUCKETS = (.0005, .001, .002, .005, .01, .1, 1, 20)

@@ -9,6 +9,7 @@ import nats.errors
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from roomcast.backplane.natsclient import FastHeadersClient
 
 REAL = [

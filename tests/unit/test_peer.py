@@ -6,6 +6,8 @@ import json
 
 from hypothesis import given
 from hypothesis import strategies as st
+
+from roomcast.auth import Identity, Permissions
 from roomcast.node.peer import (
     Close,
     DoJoin,
@@ -18,8 +20,6 @@ from roomcast.node.peer import (
     auto_dedupe_id,
     user_dedupe_id,
 )
-
-from roomcast.auth import Identity, Permissions
 from roomcast.protocol import CloseCode
 
 

@@ -7,11 +7,11 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from roomcast.backplane.memory import MemoryBackplane
 from roomcast.node.metrics import NodeMetrics
 from roomcast.node.replaycache import OVERHEAD, ReplayCache
 from roomcast.node.rooms import RoomRegistry
-
 from tests.unit.test_rooms import FakeMember, body, settle
 
 

@@ -7,6 +7,7 @@ import collections
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from roomcast.node.lean import SmallQueue
 
 ops = st.lists(st.one_of(
