@@ -20,6 +20,7 @@ import nats.errors
 
 from roomcast import protocol as p
 from roomcast.errors import BackplaneError, PublishError
+from roomcast.node import history
 
 if TYPE_CHECKING:
     from roomcast.node.server import Node
@@ -30,8 +31,6 @@ API_PREFIX = "roomcast.api."
 API_QUEUE = "roomcast-api"
 #: The ``from`` of a backend publish that names none.
 BACKEND_SENDER = "backend"
-HISTORY_LIMIT_MAX = 1000
-HISTORY_LIMIT_DEFAULT = 100
 
 Seq = Annotated[int, msgspec.Meta(ge=0, le=p.MAX_SEQ)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=p.MAX_ID_LEN)]
@@ -55,7 +54,7 @@ class HistoryRequest(msgspec.Struct):
     room: str
     before: Seq | None = None
     after: Seq | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=HISTORY_LIMIT_MAX)] = HISTORY_LIMIT_DEFAULT
+    limit: Annotated[int, msgspec.Meta(ge=1, le=history.LIMIT_MAX)] = history.LIMIT_DEFAULT
 
 
 class ApiError(Exception):
@@ -174,37 +173,15 @@ class ServerApi:
         return res.seq, res.duplicate
 
     async def _history(self, req: HistoryRequest) -> bytes:
-        """Retained messages of the room: oldest first after ``after``, else newest first
-        (before ``before`` when given). A room keeps at most ``--history-per-room`` messages,
-        so the whole retained part is read forward (skipping other rooms server-side) and
-        sliced."""
-        bp = self.node.backplane
-        start = (req.after + 1) if req.after is not None else 1
-        page = self.node.config.history_page
-        msgs = []
+        """A page of the room's retained messages (``node/history.py``), within what one NATS
+        message can carry."""
+        max_bytes = max(64 * 1024, (getattr(self.nc, "max_payload", 0) or 1024 * 1024) - 4096)
         try:
-            while True:
-                got = await bp.history(req.room, start, page)
-                msgs += got
-                if len(got) < page:
-                    break
-                start = got[-1].seq + 1
-                if req.after is not None and len(msgs) > req.limit:
-                    break
+            page = await history.read_page(self.node.backplane, req.room, before=req.before,
+                                           after=req.after, limit=req.limit,
+                                           batch=self.node.config.history_page,
+                                           max_bytes=max_bytes)
         except BackplaneError:
             raise ApiError("unavailable", "history not readable right now; retry") from None
-        prevs = {m.seq: (msgs[i - 1].seq if i else None) for i, m in enumerate(msgs)}
-        if req.after is not None:
-            if msgs and msgs[0].seq != req.after + 1:
-                prevs[msgs[0].seq] = None
-            chosen = [m for m in msgs if req.before is None or m.seq < req.before]
-            more = len(chosen) > req.limit
-            chosen = chosen[:req.limit]
-        else:
-            older = [m for m in msgs if req.before is None or m.seq < req.before]
-            more = len(older) > req.limit
-            chosen = older[-req.limit:][::-1]
-        room_json = msgspec.json.encode(req.room)
-        frames = [msgspec.Raw(p.message_frame(room_json, m.seq, prevs[m.seq], m.body))
-                  for m in chosen]
-        return msgspec.json.encode({"messages": frames, "more": more})
+        return msgspec.json.encode({"messages": [msgspec.Raw(f) for f in page.frames],
+                                    "more": page.more})

@@ -23,8 +23,19 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from roomcast import protocol as p
-from roomcast.errors import BackplaneError, PublishError
-from roomcast.node.peer import Close, DoJoin, DoLeave, DoPublish, DoResume, Peer, Send
+from roomcast.errors import AuthError, BackplaneError, PublishError
+from roomcast.node import history
+from roomcast.node.peer import (
+    Close,
+    DoHistory,
+    DoJoin,
+    DoLeave,
+    DoPublish,
+    DoRefresh,
+    DoResume,
+    Peer,
+    Send,
+)
 from roomcast.node.wire import text_frame
 from roomcast.protocol import CloseCode, ErrorCode
 from roomcast.resume import ResumeTokenError
@@ -36,6 +47,9 @@ log = logging.getLogger("roomcast.node.connection")
 
 #: Rooms of one ``resume`` re-joined at once (each is ~3 NATS round trips plus its replay).
 RESUME_CONCURRENCY = 16
+#: ``refresh_needed`` is sent this long before the token expires, or after half the token's
+#: life when that is shorter (§4.13).
+REFRESH_LEAD_MAX = 30.0
 
 
 async def wait_all(futures: set[asyncio.Future], seconds: float) -> None:
@@ -64,7 +78,7 @@ def _quiet(fut: asyncio.Future) -> None:
 class Connection:
     __slots__ = ("ws", "peer", "node", "_closing", "_limit", "_inflight", "_out", "_out_bytes",
                  "_direct", "_pong", "_ping_at", "_handed_over", "_held", "_held_bytes",
-                 "__weakref__")
+                 "_refresh_at", "__weakref__")
 
     def __init__(self, ws: ServerConnection, peer: Peer, node: Node) -> None:
         self.ws = ws
@@ -83,6 +97,8 @@ class Connection:
         #: after ``resumed`` (§3.4); None otherwise.
         self._held: list[tuple[bytes, list]] | None = None
         self._held_bytes = 0
+        self._refresh_at = 0.0  # when to send ``refresh_needed`` (0: sent already)
+        self._plan_refresh(time.time())
 
     # -- the write seam (rooms.Member) -----------------------------------------------
 
@@ -211,6 +227,20 @@ class Connection:
         except Exception:  # noqa: BLE001 - transport failed; the read loop sees the close
             self._closing = True
 
+    def _plan_refresh(self, now: float) -> None:
+        exp = self.peer.identity.expires_at
+        self._refresh_at = exp - min(REFRESH_LEAD_MAX, max(0.0, exp - now) / 2)
+
+    def check_token(self, now: float) -> None:
+        """Called by the node's expiry sweep: ``refresh_needed`` ahead of ``exp`` (once per
+        token), 4500 at ``exp``."""
+        exp = self.peer.identity.expires_at
+        if exp <= now:
+            self.close(CloseCode.TOKEN_EXPIRED, "token expired")
+        elif self._refresh_at and now >= self._refresh_at:
+            self._refresh_at = 0.0
+            self.send_frame(p.refresh_needed(exp))
+
     def leave_presence(self) -> None:
         """Remove this connection from presence in every room (idempotent)."""
         self._handed_over = False
@@ -256,6 +286,10 @@ class Connection:
                         self.send_frame(p.left(action.room, action.rid, self.resume_token()))
                     elif isinstance(action, DoResume):
                         await self._resume(action)
+                    elif isinstance(action, DoHistory):
+                        await self._history(action)
+                    elif isinstance(action, DoRefresh):
+                        await self._refresh(action)
                     elif isinstance(action, Close):
                         self.close(action.code, action.reason)
         except ConnectionClosed:
@@ -302,6 +336,64 @@ class Connection:
         if stale:
             res.recovered = False
         return res
+
+    async def join_token_rooms(self) -> dict[str, dict]:
+        """Join the rooms the token names (§1) before ``welcome``; live frames of those rooms
+        are held until :meth:`release_held` (after ``welcome``)."""
+        rooms = self.peer.identity.rooms[:self.peer.limits.max_rooms]
+        if not rooms:
+            return {}
+        self._held, self._held_bytes = [], 0
+        self.peer.rooms.update(rooms)
+        results = await asyncio.gather(*(self._join_room(r, None, None) for r in rooms))
+        out: dict[str, dict] = {}
+        for room, res in zip(rooms, results, strict=True):
+            if res is None:
+                out[room] = {"error": ErrorCode.UNAVAILABLE.value}
+                continue
+            out[room] = {"seq": res.position}
+            if (summary := self.node.presence_summary(room)) is not None:
+                out[room]["presence"] = summary
+        return out
+
+    async def _history(self, a: DoHistory) -> None:
+        try:
+            page = await history.read_page(self.node.backplane, a.room, before=a.before,
+                                           after=a.after, limit=a.limit,
+                                           batch=self.node.config.history_page,
+                                           max_bytes=self._limit // 4)
+        except BackplaneError:
+            self._error(ErrorCode.UNAVAILABLE, "history not readable right now; retry",
+                        a.rid, a.room)
+            return
+        self.send_frame(p.history(a.room, a.rid, page.frames, page.more))
+
+    async def _refresh(self, a: DoRefresh) -> None:
+        """Replace the connection's token with a newer one for the same user (§3.7); rooms it
+        no longer allows are left with ``reason: "forbidden"``."""
+        try:
+            identity = await self.node.authenticate(a.token)
+        except AuthError as exc:
+            self._error(ErrorCode.BAD_TOKEN, exc.reason, a.rid, None)
+            return
+        if identity.user != self.peer.identity.user:
+            self._error(ErrorCode.BAD_TOKEN, "token names another user", a.rid, None)
+            return
+        gone = self.peer.replace_identity(identity)
+        self._plan_refresh(time.time())
+        for room in gone:
+            await self.remove_from(room, "forbidden")
+        self.send_frame(p.refreshed(a.rid, identity.expires_at))
+
+    async def remove_from(self, room: str, reason: str) -> None:
+        """Take the connection out of ``room`` on the server's initiative (a refreshed token
+        that no longer allows it, the server API's ``unsubscribe``): a ``left`` frame with the
+        reason."""
+        self.peer.rooms.discard(room)
+        if self.node.presence is not None:
+            self.node.presence.untrack(room, self.peer.conn_id)
+        await self.node.rooms.leave(self, room)
+        self.send_frame(p.left(room, None, self.resume_token(), reason=reason))
 
     async def _join(self, a: DoJoin) -> None:
         try:
@@ -368,9 +460,9 @@ class Connection:
             self.send_frame(p.resumed({r: results[r] for r in claims.rooms if r in results},
                                       a.rid, self.resume_token()))
         finally:
-            self._release_held()
+            self.release_held()
 
-    def _release_held(self) -> None:
+    def release_held(self) -> None:
         """Write ``resumed`` (and whatever was queued before it), then the held live frames."""
         held, self._held = self._held, None
         self._held_bytes = 0

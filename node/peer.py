@@ -55,12 +55,27 @@ class DoResume:
 
 
 @dataclass(frozen=True, slots=True)
+class DoHistory:
+    room: str
+    rid: p.Rid
+    before: int | None
+    after: int | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class DoRefresh:
+    token: str
+    rid: p.Rid
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     code: CloseCode
     reason: str
 
 
-Action = Send | DoJoin | DoLeave | DoPublish | DoResume | Close
+Action = Send | DoJoin | DoLeave | DoPublish | DoResume | DoHistory | DoRefresh | Close
 
 
 class TokenBucket:
@@ -156,6 +171,10 @@ class Peer:
             return self._leave(frame)
         if isinstance(frame, p.Resume):
             return self._resume(frame)
+        if isinstance(frame, p.History):
+            return self._history(frame)
+        if isinstance(frame, p.Refresh):
+            return [DoRefresh(frame.token, frame.rid)]
         return [Send(p.pong(frame.rid))]
 
     # -- handlers --------------------------------------------------------------------
@@ -183,6 +202,23 @@ class Peer:
         self.rooms.add(f.room)
         return [DoJoin(f.room, f.rid, f.since, f.epoch)]
 
+    def _history(self, f: p.History) -> list[Action]:
+        if (bad := self._check_room(f.room, f.rid)) is not None:
+            return bad
+        if not self.identity.permissions.can_subscribe(f.room):
+            return [Send(p.error(ErrorCode.FORBIDDEN, "not allowed to read this room",
+                                 f.rid, f.room))]
+        return [DoHistory(f.room, f.rid, f.before, f.after, f.limit)]
+
+    def replace_identity(self, identity: Identity) -> list[str]:
+        """A ``refresh`` brought a newer token for the same user: use it from now on. Returns
+        the joined rooms it no longer allows (the caller leaves them)."""
+        self.identity = identity
+        self._may_publish = None
+        gone = sorted(r for r in self.rooms if not identity.permissions.can_subscribe(r))
+        self.rooms.difference_update(gone)
+        return gone
+
     def _resume(self, f: p.Resume) -> list[Action]:
         if len(f.rooms) > self.limits.max_rooms:
             return [Send(p.error(ErrorCode.TOO_MANY_ROOMS,
@@ -197,9 +233,10 @@ class Peer:
         allowed = [r for r in rooms if p.valid_room(r)
                    and self.identity.permissions.can_subscribe(r)]
         room_budget = self.limits.max_rooms - len(self.rooms)
+        joined = [r for r in allowed if r in self.rooms]  # e.g. the token's rooms (§1)
         allowed = [r for r in allowed if r not in self.rooms][:max(0, room_budget)]
         self.rooms.update(allowed)
-        return allowed
+        return joined + allowed
 
     def join_failed(self, room: str) -> None:
         """The connection could not carry out a :class:`DoJoin`."""

@@ -25,7 +25,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from roomcast import protocol as p
-from roomcast.auth import verify_token
+from roomcast.auth import Identity, verify_token
 from roomcast.backplane import streams
 from roomcast.backplane.base import Backplane
 from roomcast.backplane.nats import NatsBackplane
@@ -331,14 +331,14 @@ class Node:
                 start = now()
 
     async def _expire_tokens(self) -> None:
-        """Close connections whose JWT has expired (4500), checked every second: one sweep
-        instead of a timer per connection (``docs/performance.md``, idle memory)."""
+        """Ask for a fresh token ahead of expiry (``refresh_needed``) and close connections
+        whose JWT has expired (4500), checked every second: one sweep instead of a timer per
+        connection (``docs/performance.md``, idle memory)."""
         while not self.draining:
             await asyncio.sleep(EXPIRY_SWEEP)
             now = time.time()
             for i, conn in enumerate(list(self.connections)):
-                if conn.peer.identity.expires_at <= now:
-                    conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
+                conn.check_token(now)
                 if i % 1000 == 999:
                     await asyncio.sleep(0)
 
@@ -428,12 +428,20 @@ class Node:
             return web.text(HTTPStatus.SERVICE_UNAVAILABLE, "node full\n")
         token = web.token_from(request, url.query)
         try:
-            conn.roomcast_identity = verify_token(token, self.config.auth)
+            conn.roomcast_identity = await self.authenticate(token)
         except AuthError as exc:
             self.metrics.auth_failures.inc()
             return web.text(HTTPStatus.UNAUTHORIZED, exc.reason + "\n",
                          [("WWW-Authenticate", 'Bearer realm="roomcast"')])
         return None
+
+    async def authenticate(self, token: str | None) -> Identity:
+        """Verify a client's JWT (at the handshake and for ``refresh``).
+
+        Raises:
+            AuthError: with a reason safe to show to the client.
+        """
+        return verify_token(token, self.config.auth)
 
     async def readiness(self) -> tuple[bool, str]:
         """Local state only, no network call (probes must be cheap): not draining, NATS
@@ -466,10 +474,14 @@ class Node:
         self.by_conn_id[conn_id] = conn
         self.metrics.connections.set(len(self.connections))
         try:
+            rooms = await conn.join_token_rooms() if identity.rooms else None
             conn.send_frame(p.welcome(node=self.config.node_id, conn=conn_id, user=identity.user,
                                       epoch=self.backplane.epoch, max_frame=self.config.max_frame,
                                       ping_interval=self.config.ping_interval,
-                                      resume_token=conn.resume_token()))
+                                      resume_token=conn.resume_token(),
+                                      exp=identity.expires_at, rooms=rooms))
+            if rooms is not None:
+                conn.release_held()
             await conn.run()
         finally:
             del self.connections[conn]

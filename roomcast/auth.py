@@ -23,6 +23,7 @@ import jwt
 from jwt.algorithms import get_default_algorithms
 
 from roomcast.errors import AuthError, ConfigError
+from roomcast.protocol import valid_room
 
 ALLOWED_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512",
                                 "ES256", "ES384", "ES512", "EdDSA"})
@@ -85,6 +86,8 @@ class Identity:
     permissions: Permissions
     expires_at: float
     info: dict[str, Any] = field(default_factory=dict)
+    #: rooms the connection is joined to at connect (the ``rooms`` of the claim, §1)
+    rooms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -191,15 +194,35 @@ def verify_token(token: str | None, config: AuthConfig, *, now: float | None = N
     if not isinstance(rc, dict):
         raise AuthError("claim 'roomcast' must be an object")
     info = rc.get("info") or {}
+    rooms = _rooms(rc.get("rooms"))
     return Identity(
         user=user,
         permissions=Permissions(
-            subscribe=_patterns(rc.get("subscribe")),
+            # A room the token joins the connection to may be (re-)joined: no pattern needed.
+            subscribe=_patterns(rc.get("subscribe")) + rooms,
             publish=_patterns(rc.get("publish")),
         ),
         expires_at=float(claims["exp"]),
         info=info if isinstance(info, dict) else {},
+        rooms=rooms,
     )
+
+
+#: Most rooms a token may join its connection to.
+MAX_TOKEN_ROOMS = 20
+
+
+def _rooms(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise AuthError("claim 'roomcast.rooms' must be a list of room names")
+    if len(value) > MAX_TOKEN_ROOMS:
+        raise AuthError(f"at most {MAX_TOKEN_ROOMS} rooms in claim 'roomcast.rooms'")
+    for v in value:
+        if not valid_room(v):
+            raise AuthError(f"claim 'roomcast.rooms': invalid room name {v[:40]!r}")
+    return tuple(dict.fromkeys(value))
 
 
 def _patterns(value: object) -> tuple[str, ...]:
@@ -219,16 +242,20 @@ def mint_token(key: str, user: str, *, subscribe: list[str] | None = None,
                publish: list[str] | None = None, ttl: float = 3600.0,
                algorithm: str = "HS256", audience: str | None = None,
                issuer: str | None = None, info: dict | None = None,
-               now: float | None = None) -> str:
+               rooms: list[str] | None = None, now: float | None = None,
+               kid: str | None = None) -> str:
     """Create a token (for development and tests; production tokens come from your backend)."""
     issued = int(now if now is not None else time.time())
     rc: dict[str, Any] = {"subscribe": subscribe if subscribe is not None else [">"],
                           "publish": publish if publish is not None else [">"]}
     if info:
         rc["info"] = info
+    if rooms:
+        rc["rooms"] = rooms
     claims: dict[str, Any] = {"sub": user, "iat": issued, "exp": int(issued + ttl), "roomcast": rc}
     if audience:
         claims["aud"] = audience
     if issuer:
         claims["iss"] = issuer
-    return jwt.encode(claims, key, algorithm=algorithm)
+    return jwt.encode(claims, key, algorithm=algorithm,
+                      headers={"kid": kid} if kid is not None else None)

@@ -53,6 +53,7 @@ class ErrorCode(enum.StrEnum):
     PUBLISH_FAILED = "publish_failed"
     UNAVAILABLE = "unavailable"
     BAD_RESUME_TOKEN = "bad_resume_token"
+    BAD_TOKEN = "bad_token"  # a ``refresh`` token that is invalid or names another user
     INTERNAL = "internal"
 
     @property
@@ -81,8 +82,10 @@ class CloseCode(enum.IntEnum):
     SERVICE_RESTART = 1012
     SLOW_CONSUMER = 4001
     FLOOD = 4002
+    DISCONNECTED = 4003  # by the server API; reconnecting (and resuming) is allowed
     TOKEN_EXPIRED = 4500
     SESSION_RESUMED = 4501
+    BANNED = 4502  # by the server API; the session's resume tokens are revoked
 
     @property
     def reconnect(self) -> bool:
@@ -128,8 +131,26 @@ class Resume(msgspec.Struct, tag="resume", tag_field="type"):
     rid: _RidWire = None
 
 
-ClientFrame = Join | Leave | Publish | Ping | Resume
-CLIENT_TYPES = ("join", "leave", "publish", "ping", "resume")
+#: Most messages one client ``history`` request may ask for (§3.6).
+HISTORY_LIMIT_MAX = 100
+HISTORY_LIMIT_DEFAULT = 50
+
+
+class History(msgspec.Struct, tag="history", tag_field="type"):
+    room: str
+    before: Seq | None = None
+    after: Seq | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=HISTORY_LIMIT_MAX)] = HISTORY_LIMIT_DEFAULT
+    rid: _RidWire = None
+
+
+class Refresh(msgspec.Struct, tag="refresh", tag_field="type"):
+    token: Annotated[str, msgspec.Meta(max_length=16 * 1024)]
+    rid: _RidWire = None
+
+
+ClientFrame = Join | Leave | Publish | Ping | Resume | History | Refresh
+CLIENT_TYPES = ("join", "leave", "publish", "ping", "resume", "history", "refresh")
 
 _client_decoder = msgspec.json.Decoder(ClientFrame)
 
@@ -256,9 +277,12 @@ def _with_rid(frame: dict, rid: Rid) -> dict:
 
 
 def welcome(*, node: str, conn: str, user: str, epoch: str, max_frame: int,
-            ping_interval: float | None, resume_token: str | None = None) -> bytes:
+            ping_interval: float | None, resume_token: str | None = None, exp: float,
+            rooms: dict[str, dict] | None = None) -> bytes:
     frame = {"type": "welcome", "node": node, "conn": conn, "user": user, "epoch": epoch,
-             "max_frame": max_frame, "ping_interval": ping_interval}
+             "max_frame": max_frame, "ping_interval": ping_interval, "exp": exp}
+    if rooms:
+        frame["rooms"] = rooms
     if resume_token is not None:
         frame["resume_token"] = resume_token
     return encode(frame)
@@ -278,8 +302,11 @@ def joined(room: str, rid: Rid, *, seq: int, recovered: bool | None = None,
     return encode(_with_rid(frame, rid))
 
 
-def left(room: str, rid: Rid, resume_token: str | None = None) -> bytes:
+def left(room: str, rid: Rid, resume_token: str | None = None,
+         reason: str | None = None) -> bytes:
     frame: dict = {"type": "left", "room": room}
+    if reason is not None:
+        frame["reason"] = reason
     if resume_token is not None:
         frame["resume_token"] = resume_token
     return encode(_with_rid(frame, rid))
@@ -303,6 +330,21 @@ def reconnect(resume_token: str, retry_after_ms: int, reason: str) -> bytes:
 def ack(room: str, rid: Rid, msg_id: str | None, seq: int, duplicate: bool) -> bytes:
     frame = {"type": "ack", "room": room, "id": msg_id, "seq": seq, "duplicate": duplicate}
     return encode(_with_rid(frame, rid))
+
+
+def history(room: str, rid: Rid, frames: list[bytes], more: bool) -> bytes:
+    """A page of retained ``message`` frames (§4.11), already encoded."""
+    return b'{"type":"history","room":%b,"more":%b,"messages":[%b]%b}' % (
+        _encode(room), b"true" if more else b"false", b",".join(frames),
+        b',"rid":' + _encode(rid) if rid is not None else b"")
+
+
+def refreshed(rid: Rid, exp: float) -> bytes:
+    return encode(_with_rid({"type": "refreshed", "exp": exp}, rid))
+
+
+def refresh_needed(exp: float) -> bytes:
+    return encode({"type": "refresh_needed", "exp": exp})
 
 
 def pong(rid: Rid) -> bytes:

@@ -74,6 +74,8 @@ export class RoomcastClient extends EventTarget {
     this.node = null;
     this.state = "idle";
     this.lastResume = null;
+    this.tokenExpires = null; // exp of the token the session runs on (refreshed in band)
+    this._refreshing = false;
     this._first = null;
   }
 
@@ -155,6 +157,38 @@ export class RoomcastClient extends EventTarget {
   }
 
   /** Users present in `room` (cluster-wide), as last reported by the server. */
+  /**
+   * A page of a room's retained messages: newest first (below `before`), or oldest first above
+   * `after`; page on with the last seq while `more`. Needs subscribe permission, not membership.
+   * @returns {Promise<{room: string, messages: object[], more: boolean}>}
+   */
+  async history(room, { before, after, limit } = {}) {
+    this._checkOpen();
+    const frame = { type: "history", room };
+    if (before !== undefined && before !== null) frame.before = before;
+    if (after !== undefined && after !== null) frame.after = after;
+    if (limit !== undefined && limit !== null) frame.limit = limit;
+    for (;;) {
+      if (!this.ready) await new Promise((resolve) => this.addEventListener("state", function on(ev) {
+        if (ev.detail.state === "connected" || ev.detail.state === "closed" || ev.detail.state === "failed") {
+          this.removeEventListener("state", on);
+          resolve();
+        }
+      }));
+      this._checkOpen();
+      try {
+        const reply = await this._request(frame, "history", room);
+        return {
+          room,
+          more: reply.more,
+          messages: reply.messages.map((m) => ({ room: m.room, seq: m.seq, prev: m.prev, sender: m.from, ts: m.ts, id: m.id, data: m.data })),
+        };
+      } catch (e) {
+        if (e !== LOST) throw e; // asked again on the next session
+      }
+    }
+  }
+
   membersOf(room) {
     return [...(this.members.get(room)?.keys() ?? [])].sort();
   }
@@ -198,10 +232,21 @@ export class RoomcastClient extends EventTarget {
         if (frame.type !== "welcome") return;
         welcomed = true;
         this.node = frame.node;
+        this.tokenExpires = frame.exp ?? null;
+        // Rooms the token joined this connection to: kept like joined ones (protocol §1).
+        const given = {};
+        for (const [room, outcome] of Object.entries(frame.rooms ?? {})) {
+          if (outcome.seq === undefined) continue;
+          let state = this.rooms.get(room);
+          if (!state) this.rooms.set(room, (state = { position: null, waiters: [], repairing: false }));
+          if (state.position === null) state.position = outcome.seq;
+          if (outcome.presence) this._setMembers(room, outcome.presence);
+          given[room] = outcome;
+        }
         // Keep the previous session's token until `resumed` replaces it (a welcome token names
         // no rooms): a connection lost mid-resume resumes again with it (protocol §7).
         if (!oldToken || !this.rooms.size) this.resumeToken = frame.resume_token ?? this.resumeToken;
-        this._restore(oldToken, session).catch(() => {});
+        this._restore(oldToken, session, given).catch(() => {});
         return;
       }
       this._onFrame(frame);
@@ -239,8 +284,8 @@ export class RoomcastClient extends EventTarget {
     this._timer = setTimeout(() => this._open(), delay);
   }
 
-  async _restore(oldToken, session) {
-    let resumed = {};
+  async _restore(oldToken, session, given = {}) {
+    let resumed = oldToken ? {} : { ...given };
     if (this.rooms.size && oldToken) {
       const positions = {};
       for (const [room, s] of this.rooms) if (s.position !== null) positions[room] = s.position;
@@ -339,7 +384,11 @@ export class RoomcastClient extends EventTarget {
       case "left":
       case "resumed":
       case "pong":
+      case "history":
+      case "refreshed":
         return this._onReply(f);
+      case "refresh_needed":
+        return this._refresh();
       case "presence":
         return this._onPresence(f);
       case "error":
@@ -375,6 +424,11 @@ export class RoomcastClient extends EventTarget {
     if (f.resume_token) this.resumeToken = f.resume_token;
     const req = this.requests.get(f.rid);
     this.requests.delete(f.rid);
+    if (f.type === "left" && f.reason && this.rooms.delete(f.room)) {
+      this.members.delete(f.room);
+      this.dispatchEvent(new CustomEvent("left", { detail: { room: f.room, reason: f.reason } }));
+    }
+    if (f.type === "refreshed") this.tokenExpires = f.exp;
     if (f.type === "joined") {
       const state = this.rooms.get(f.room);
       if (state) {
@@ -430,6 +484,27 @@ export class RoomcastClient extends EventTarget {
       }
     }
     req.reject(err);
+  }
+
+  // The server asks for a fresh token ahead of `exp` (protocol §4.10): call the token function
+  // and send it in band; retried every few seconds until taken or the session ends.
+  async _refresh() {
+    if (typeof this.token !== "function" || this._refreshing) return;
+    this._refreshing = true;
+    const session = this.session;
+    try {
+      while (session === this.session && !this.closed) {
+        try {
+          await this._request({ type: "refresh", token: await this._token() }, "refresh", null);
+          return;
+        } catch (e) {
+          if (e === LOST) return; // the next session connects with a fresh token anyway
+        }
+        await new Promise((resolve) => setTimeout(resolve, 1000 + Math.random() * 2000));
+      }
+    } finally {
+      this._refreshing = false;
+    }
   }
 
   _rejoinLater(room, session, attempt) {

@@ -32,6 +32,7 @@ from roomcast.backoff import backoff_delays
 from roomcast.client.dialer import Dialer, TokenSource
 from roomcast.client.model import (
     TEMPORARY_CODES,
+    HistoryPage,
     Message,
     Outbox,
     State,
@@ -40,6 +41,7 @@ from roomcast.client.model import (
     _Publish,
     _Room,
     judge,
+    message_of,
     retryable,
 )
 from roomcast.errors import (
@@ -61,7 +63,8 @@ class Client:
                  max_pending_publishes: int = 1000, max_buffered_messages: int = 10_000,
                  connect_timeout: float = 10.0, rng: random.Random | None = None,
                  shuffle_urls: bool = True,
-                 on_state: Callable[[State, dict], None] | None = None) -> None:
+                 on_state: Callable[[State, dict], None] | None = None,
+                 on_left: Callable[[str, str], None] | None = None) -> None:
         urls = [urls] if isinstance(urls, str) else list(urls)
         if not urls:
             raise ValueError("at least one URL is required")
@@ -74,6 +77,10 @@ class Client:
                               shuffle=shuffle_urls)
         self._connect_timeout = connect_timeout
         self._on_state = on_state
+        self._on_left = on_left
+        self._refresher: asyncio.Task | None = None
+        #: ``exp`` of the token the current session runs on (refreshed in band, §3.7).
+        self.token_expires: float | None = None
         self._rooms: dict[str, _Room] = {}
         self._outbox = Outbox(max_pending_publishes)
         self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue(max_buffered_messages)
@@ -188,6 +195,24 @@ class Client:
         finally:
             self._outbox.remove(msg_id)
 
+    async def history(self, room: str, *, before: int | None = None, after: int | None = None,
+                      limit: int | None = None) -> HistoryPage:
+        """A page of ``room``'s retained messages: newest first (below ``before``), or oldest
+        first above ``after``; page on with the last ``seq`` while ``more``. Needs subscribe
+        permission, not membership. Waits for a connection if there is none."""
+        frame: dict = {"type": "history", "room": room}
+        for key, value in (("before", before), ("after", after), ("limit", limit)):
+            if value is not None:
+                frame[key] = value
+        while True:
+            self._check_open()
+            await self._ready.wait()
+            try:
+                reply = await self._request(frame, ("history", room))
+            except _Lost:
+                continue  # asked again on the next session
+            return HistoryPage(room, [message_of(m) for m in reply["messages"]], reply["more"])
+
     def __aiter__(self) -> Client:
         return self
 
@@ -243,13 +268,15 @@ class Client:
                 await ws.close()
                 return None
             self.node, self.conn_id = welcome["node"], welcome["conn"]
+            self.token_expires = welcome.get("exp")
+            given = self._token_rooms(welcome.get("rooms") or {})
             if old_token is None or not self._rooms:
                 # Otherwise the previous session's token stays until `resumed` replaces it (a
                 # welcome token names no rooms): a connection lost mid-resume resumes with it.
                 self._resume_token = welcome.get("resume_token")
             reader = asyncio.get_running_loop().create_task(self._read(ws))
             try:
-                await self._restore(old_token)
+                await self._restore(old_token, given)
                 self.sessions += 1
                 self._ready.set()
                 self._set_state(State.CONNECTED, node=self.node, resume=self.last_resume)
@@ -272,11 +299,23 @@ class Client:
                 self._set_state(State.DISCONNECTED, code=ws.close_code)
         return ws.close_code
 
-    async def _restore(self, old_token: str | None) -> None:
+    def _token_rooms(self, rooms: dict[str, dict]) -> dict[str, dict]:
+        """The rooms the token joined this connection to (``welcome.rooms``): kept like
+        joined ones; a position kept from a previous session is resumed from."""
+        given = {}
+        for room, outcome in rooms.items():
+            if "seq" in outcome:
+                state = self._rooms.setdefault(room, _Room())
+                if state.position is None:
+                    state.position = outcome["seq"]
+                given[room] = outcome
+        return given
+
+    async def _restore(self, old_token: str | None, given: dict[str, dict]) -> None:
         """Bring the new session back to the rooms and positions of the old one."""
         if not self._rooms:
             return
-        resumed: dict[str, dict] = {}
+        resumed: dict[str, dict] = {} if old_token is not None else dict(given)
         if old_token is not None:
             positions = {r: s.position for r, s in self._rooms.items() if s.position is not None}
             try:
@@ -382,8 +421,10 @@ class Client:
             elif kind == "ack":
                 self._requests.pop(frame.get("rid"), None)
                 self._outbox.settle(frame.get("id"), frame["seq"])
-            elif kind in ("joined", "left", "resumed", "pong"):
+            elif kind in ("joined", "left", "resumed", "pong", "history", "refreshed"):
                 self._on_reply(frame)
+            elif kind == "refresh_needed":
+                self._start_refresh()
             elif kind == "error":
                 self._on_error(frame)
             elif kind == "reconnect":
@@ -421,6 +462,12 @@ class Client:
         if f.get("resume_token"):
             self._resume_token = f["resume_token"]
         entry = self._requests.pop(f.get("rid"), None)
+        if f["type"] == "left" and f.get("reason") and self._rooms.pop(f["room"], None):
+            log.info("removed from %s by the server (%s)", f["room"], f["reason"])
+            if self._on_left is not None:
+                self._on_left(f["room"], f["reason"])
+        if f["type"] == "refreshed":
+            self.token_expires = f.get("exp")
         if f["type"] == "joined":
             state = self._rooms.get(f["room"])
             if state is not None:
@@ -461,6 +508,29 @@ class Client:
                 self._fail_waiters(state, exc)
         if fut is not None and not fut.done():
             fut.set_exception(exc)
+
+    def _start_refresh(self) -> None:
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        """The server asked for a fresh token (§4.13): get one from the token function and
+        send it in band, retrying every few seconds until it is taken or the session ends
+        (at ``exp`` the server closes with 4500 and the reconnect uses a fresh token)."""
+        if not self._dialer.refreshable:
+            log.warning("token expires soon and is a fixed string: pass a function to refresh")
+            return
+        session = self._session
+        while session == self._session and not self._closed:
+            try:
+                token = await self._dialer.token()
+                await self._request({"type": "refresh", "token": token}, ("refresh", None))
+                return
+            except _Lost:
+                return  # the next session connects with a fresh token anyway
+            except Exception as exc:  # noqa: BLE001 - a failing token function is retried
+                log.warning("token refresh failed: %s", exc)
+            await asyncio.sleep(1.0 + self._rng.random() * 2)
 
     async def _resend(self, pub: _Publish) -> None:
         if self._ready.is_set() and self._outbox.get(pub.id) is pub:

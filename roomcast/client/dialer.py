@@ -47,7 +47,7 @@ class Dialer:
         """
         try:
             return await websockets.connect(
-                url, additional_headers={"Authorization": f"Bearer {await self._token()}"},
+                url, additional_headers={"Authorization": f"Bearer {await self.token()}"},
                 open_timeout=self._connect_timeout, max_size=None, compression=None)
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -68,7 +68,12 @@ class Dialer:
         one (a draining node spreads its clients out), else the next backoff step."""
         return retry_after if retry_after is not None else next(self._delays)
 
-    async def _token(self) -> str:
+    @property
+    def refreshable(self) -> bool:
+        """Whether :meth:`token` can return a newer token (a function, not a fixed string)."""
+        return not isinstance(self._token_source, str)
+
+    async def token(self) -> str:
         src = self._token_source
         if isinstance(src, str):
             return src

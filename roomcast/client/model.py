@@ -29,6 +29,20 @@ class Message:
     data: Any
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """A page of a room's retained messages (``docs/protocol.md`` §4.11)."""
+
+    room: str
+    messages: list[Message]  # newest first, or oldest first when asked with ``after``
+    more: bool  # more retained messages beyond this page
+
+
+def message_of(f: dict) -> Message:
+    return Message(f["room"], f["seq"], f.get("prev"), f.get("from"), f.get("ts"), f.get("id"),
+                   f.get("data"))
+
+
 @dataclass
 class _Room:
     position: int | None = None  # last seq received (or joined at); None: nothing yet
