@@ -34,7 +34,8 @@ STREAMS_MODES = ("create-missing", "verify")
 def wanted_streams(*, replicas: int, history_per_room: int, history_max_age: float,
                    duplicate_window: float = 120.0, events_max_age: float = 3600.0,
                    rooms_stream: str = subjects.STREAM) -> list[StreamConfig]:
-    """The ``ROOMS`` and ``PRESENCE`` streams for these settings."""
+    """The ``ROOMS``, ``PRESENCE`` and ``KV_ROOMCAST_BANS`` streams for these settings (the
+    last one is the key-value bucket of the server API's bans, ``docs/api.md``)."""
     return [
         StreamConfig(
             name=rooms_stream, subjects=[subjects.ROOM_PREFIX + ">"], storage=StorageType.FILE,
@@ -48,6 +49,11 @@ def wanted_streams(*, replicas: int, history_per_room: int, history_max_age: flo
             duplicate_window=120.0, discard=DiscardPolicy.OLD, allow_direct=True,
             republish=RePublish(src=subjects.PRESENCE_EVENTS_PREFIX + ">",
                                 dest=subjects.PRESENCE_EVENTS_LIVE + ">")),
+        StreamConfig(  # the stream of a JetStream key-value bucket, as nats-py creates one
+            name="KV_" + subjects.BANS_BUCKET, subjects=[f"$KV.{subjects.BANS_BUCKET}.>"],
+            storage=StorageType.FILE, num_replicas=replicas, max_msgs_per_subject=1,
+            max_age=subjects.BANS_MAX_AGE, duplicate_window=120.0, discard=DiscardPolicy.NEW,
+            allow_direct=True, allow_rollup_hdrs=True, deny_delete=True),
     ]
 
 

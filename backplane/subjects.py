@@ -65,6 +65,12 @@ PRESENCE_HELLO = "roomcast.presence.hello"  # request, answered by every node (s
 PRESENCE_EVENTS_STREAM = "PRESENCE"
 PRESENCE_EVENTS_PREFIX = "presence.events."  # stored; one subject per room
 PRESENCE_EVENTS_LIVE = "roomcast.events.presence."  # re-published with Nats-Sequence/-Last-Sequence
+#: Every node subscribes (no queue group): the server API's cluster-wide actions (node/control.py).
+CTL_PREFIX = "roomcast.ctl."
+#: The key-value bucket of bans (server API ``disconnect`` with ``ban``), and how long a ban
+#: is kept: longer than any resume token lives (``--resume-ttl`` is at most a day).
+BANS_BUCKET = "ROOMCAST_BANS"
+BANS_MAX_AGE = 86400.0
 ADMIN_PREFIX = "roomcast.admin."
 ADMIN_QUEUE = "roomcast-admin"
 

@@ -13,7 +13,7 @@ import base64
 import hashlib
 import logging
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 import nats.errors
@@ -21,6 +21,7 @@ import nats.errors
 from roomcast import protocol as p
 from roomcast.errors import BackplaneError, PublishError
 from roomcast.node import history
+from roomcast.node.control import ControlRequest
 
 if TYPE_CHECKING:
     from roomcast.node.server import Node
@@ -57,6 +58,19 @@ class HistoryRequest(msgspec.Struct):
     limit: Annotated[int, msgspec.Meta(ge=1, le=history.LIMIT_MAX)] = history.LIMIT_DEFAULT
 
 
+class DisconnectRequest(msgspec.Struct):
+    user: Name
+    conn: Name | None = None
+    code: Literal[4003, 4502] | None = None
+    ban: bool = False
+    reason: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+
+
+class UnsubscribeRequest(msgspec.Struct):
+    user: Name
+    room: str
+
+
 class ApiError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -79,12 +93,14 @@ def decode(kind: type, payload: bytes, max_size: int):
         raise ApiError("bad_request", f"JSON nested deeper than {p.MAX_DEPTH} levels") from None
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise ApiError("bad_request", str(exc)[:200]) from None
-    for room in getattr(req, "rooms", None) or [req.room]:
+    rooms = req.rooms if hasattr(req, "rooms") else [req.room] if hasattr(req, "room") else []
+    for room in rooms:
         if not p.valid_room(room):
             raise ApiError("bad_room", f"invalid room name {room[:80]!r}")
-    for value in (getattr(req, "id", None), getattr(req, "sender", None)):
+    for value in (getattr(req, "id", None), getattr(req, "sender", None),
+                  getattr(req, "user", None), getattr(req, "reason", None)):
         if value is not None and not value.isprintable():
-            raise ApiError("bad_request", "id and from must be printable")
+            raise ApiError("bad_request", "id, from, user and reason must be printable")
     return req
 
 
@@ -154,7 +170,32 @@ class ServerApi:
             return msgspec.json.encode({"results": results})
         if method == "history":
             return await self._history(decode(HistoryRequest, payload, max_size))
+        if method == "disconnect":
+            return await self._disconnect(decode(DisconnectRequest, payload, max_size))
+        if method == "unsubscribe":
+            req = decode(UnsubscribeRequest, payload, max_size)
+            removed, nodes = await self.node.control.scatter(
+                "unsubscribe", ControlRequest(user=req.user, room=req.room))
+            return msgspec.json.encode({"removed": removed, "nodes": nodes})
         raise ApiError("unknown_method", f"unknown method {method[:40]!r}; see docs/api.md")
+
+    async def _disconnect(self, req: DisconnectRequest) -> bytes:
+        """Close the user's connections (or one of them) on every node: 4003 (may reconnect
+        and resume), or with ``ban`` / ``code`` 4502 the ban close, after revoking the user's
+        resume tokens (``node/control.py``)."""
+        ban = req.ban or req.code == 4502
+        ban_at = None
+        if ban:
+            try:
+                ban_at = await self.node.control.ban(req.user)
+            except nats.errors.Error:
+                raise ApiError("unavailable", "ban not stored; retry") from None
+        code = 4502 if ban else 4003
+        closed, nodes = await self.node.control.scatter("disconnect", ControlRequest(
+            user=req.user, conn=req.conn, code=code,
+            reason=req.reason or ("banned" if ban else "disconnected by the server"),
+            ban_at=ban_at))
+        return msgspec.json.encode({"closed": closed, "nodes": nodes, "banned": ban})
 
     async def _publish(self, room: str, data: msgspec.Raw, msg_id: str | None, sender: str,
                        scope: str | None) -> tuple[int, bool]:

@@ -417,6 +417,11 @@ class Connection:
         except ResumeTokenError as exc:
             self._error(ErrorCode.BAD_RESUME_TOKEN, exc.reason, a.rid, None)
             return
+        control = self.node.control
+        if control is not None and control.revoked(claims.user,
+                                                   claims.expires_at - self.node.resume.ttl):
+            self._error(ErrorCode.BAD_RESUME_TOKEN, "resume token revoked", a.rid, None)
+            return
         results: dict[str, dict] = {}
         allowed = set(self.peer.resume_rooms(claims.rooms))
         gate = asyncio.Semaphore(RESUME_CONCURRENCY)

@@ -26,7 +26,7 @@ from websockets.http11 import Request, Response
 
 from roomcast import protocol as p
 from roomcast.auth import Identity, verify_token
-from roomcast.backplane import streams
+from roomcast.backplane import streams, subjects
 from roomcast.backplane.base import Backplane
 from roomcast.backplane.nats import NatsBackplane
 from roomcast.config import NodeConfig
@@ -34,6 +34,7 @@ from roomcast.errors import AuthError
 from roomcast.node import web
 from roomcast.node.api import ServerApi
 from roomcast.node.connection import Connection, wait_all
+from roomcast.node.control import Control
 from roomcast.node.handover import Handover
 from roomcast.node.lean import slim_connection, tune_gc
 from roomcast.node.metrics import NodeMetrics, probe_loop_lag
@@ -88,11 +89,14 @@ class Node:
             self.backplane.on_state_change = self._nats_state
             self.backplane.on_epoch_change = self._epoch_changed
             nats = config.nats
-            self.backplane.require_streams(streams.wanted_streams(
+            wanted = streams.wanted_streams(
                 replicas=nats.replicas, history_per_room=nats.history_per_room,
                 history_max_age=nats.history_max_age, duplicate_window=nats.duplicate_window,
                 events_max_age=(config.presence.events_max_age if config.presence else 3600.0),
-                rooms_stream=nats.stream)[:2 if config.presence is not None else 1])
+                rooms_stream=nats.stream)
+            if config.presence is None:
+                wanted = [s for s in wanted if s.name != subjects.PRESENCE_EVENTS_STREAM]
+            self.backplane.require_streams(wanted)
         self.rooms = RoomRegistry(self.backplane, self.metrics,
                                   history_page=config.history_page,
                                   history_per_room=config.nats.history_per_room,
@@ -106,6 +110,7 @@ class Node:
         self.presence: PresenceTracker | None = None
         self._admin: AdminService | None = None
         self._api: ServerApi | None = None
+        self.control: Control | None = None
         self.connections: dict[Connection, None] = {}
         self.by_conn_id: dict[str, Connection] = {}
         self._dirty: list[Connection] = []
@@ -133,6 +138,8 @@ class Node:
         self.metrics.nats_connected.set(int(up))
         if up and self.presence is not None:
             self.presence.resync_all()  # deltas may have been lost while disconnected
+        if up and self.control is not None:
+            self.spawn(self.control.load_bans())  # bans broadcast meanwhile were missed
 
     async def start(self) -> None:
         await self.backplane.start()
@@ -150,6 +157,8 @@ class Node:
             self._admin = AdminService(self.backplane.nc, self.presence)
             await self._admin.start()
         if isinstance(self.backplane, NatsBackplane):
+            self.control = Control(self.backplane.nc, self)
+            await self.control.start()
             self._api = ServerApi(self.backplane.nc, self)
             await self._api.start()
         self._server = await serve(
@@ -242,6 +251,8 @@ class Node:
             await self._admin.close()
         if self._api is not None:
             await self._api.close()
+        if self.control is not None:
+            await self.control.close()
         if self.presence is not None:
             await asyncio.sleep(0.05)  # let the last leave deltas go out
             await self.presence.close(flush_seconds=deadline.left())
@@ -282,6 +293,26 @@ class Node:
             conn.close(CloseCode.SESSION_RESUMED, "session resumed elsewhere")
             return
         self.handover.release(conn_id)  # one our drain closed, resumed elsewhere
+
+    def _users_connections(self, user: str) -> list[Connection]:
+        return [c for c in self.connections if c.peer.identity.user == user]
+
+    def disconnect_local(self, user: str, conn_id: str | None, code: int, reason: str) -> int:
+        """Close ``user``'s connections here (only ``conn_id`` when given); how many."""
+        conns = [c for c in self._users_connections(user)
+                 if conn_id is None or c.peer.conn_id == conn_id]
+        close_code = CloseCode(code)
+        for conn in conns:
+            conn.leave_presence()
+            conn.close(close_code, reason)
+        return len(conns)
+
+    async def unsubscribe_local(self, user: str, room: str) -> int:
+        """Take ``user``'s connections here out of ``room`` (a ``left`` frame each)."""
+        conns = [c for c in self._users_connections(user) if room in c.peer.rooms]
+        for conn in conns:
+            await conn.remove_from(room, "unsubscribed")
+        return len(conns)
 
     def hand_over(self, conn: Connection) -> None:
         """A connection we closed on purpose keeps its presence until it resumes elsewhere

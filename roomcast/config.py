@@ -106,7 +106,7 @@ class NodeConfig:
             ("replay_cache_bytes", self.replay_cache_bytes >= 0, "must be >= 0"),
             ("drain_timeout", self.drain_timeout >= 0, "must be >= 0"),
             ("drain_window", self.drain_window >= 0, "must be >= 0"),
-            ("resume_ttl", self.resume_ttl > 0, "must be > 0"),
+            ("resume_ttl", 0 < self.resume_ttl <= 86400, "must be 1..86400 seconds"),
             # It becomes part of NATS subjects (presence sync/evict): the subject validator.
             ("node_id", valid_tokens(self.node_id, 128),
              "1..128 characters: dot-separated tokens of A-Z a-z 0-9 _ -"),

@@ -1,5 +1,5 @@
-"""deploy/k8s/base/nats/auth.conf on a real nats-server: nodes work, operators only ask, backends only
-listen."""
+"""deploy/k8s/base/nats/auth.conf on a real nats-server: nodes work, operators only ask, backends
+listen and call the server API, nothing more."""
 
 from __future__ import annotations
 
@@ -78,7 +78,28 @@ async def test_shipped_permissions(secured):
         errors.clear()
         with pytest.raises(nats.errors.Error):
             await backend.request("roomcast.admin.rooms", b"", timeout=1)
-        await c.close()
+        # The server API is the backend's way in, and the only one: what it publishes there
+        # is stored by a node (seq, chain, the backend identity); forging a stored message,
+        # a node control request or a ban is refused by the server.
+        msg = await backend.request("roomcast.api.publish",
+                                    b'{"room":"%s","data":"from the backend"}' % room.encode(),
+                                    timeout=10 * UNIT)
+        assert b'"seq"' in msg.data, msg.data
+        got = await c.wait_messages(room, 2)
+        assert (got[1]["from"], got[1]["data"]) == ("backend", "from the backend")
+        for subject in (f"room.{room}", "roomcast.ctl.disconnect", "$KV.ROOMCAST_BANS.x",
+                        "$JS.API.STREAM.MSG.DELETE.ROOMS"):
+            errors.clear()
+            await backend.publish(subject, b'{"user":"perm"}')
+            await backend.flush()
+            async with asyncio.timeout(10 * UNIT):
+                while not any("permissions violation" in str(e).lower() for e in errors):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+        reply = await backend.request("roomcast.api.disconnect", b'{"user":"perm"}',
+                                      timeout=10 * UNIT)
+        assert b'"closed":1' in reply.data, reply.data
+        assert await asyncio.wait_for(c.closed, 10 * UNIT) == 4003
+        assert [m["data"] for m in c.messages(room)] == ["allowed", "from the backend"]
         await op.close()
         await backend.close()
     finally:

@@ -126,6 +126,13 @@ async def test_history_pages_through_5000_messages_both_ways(api_nodes):
     ("publish", {"room": "r", "data": "x" * 70_000}, "bad_request"),
     ("history", {"room": "r", "limit": 100_000}, "bad_request"),
     ("history", {"room": "r", "before": 2**60}, "bad_request"),
+    ("disconnect", {}, "bad_request"),
+    ("disconnect", {"user": "u", "code": 4001}, "bad_request"),
+    ("disconnect", {"user": "u\n"}, "bad_request"),
+    ("disconnect", {"user": "u", "reason": "r" * 101}, "bad_request"),
+    ("unsubscribe", {"user": "u"}, "bad_request"),
+    ("unsubscribe", {"user": "u", "room": "a b"}, "bad_room"),
+    ("unsubscribe", {"user": "u", "room": ""}, "bad_room"),
     ("nope", {}, "unknown_method"),
 ])
 async def test_bad_requests_get_documented_errors(api_nodes, method, body, code):
@@ -163,3 +170,64 @@ async def test_the_python_sdk_and_the_cli(api_nodes, big_history, capsys):
     assert [m["seq"] for m in lines] == [seq3, seq2] and lines[0]["data"] == {"cli": True}
     assert "more" in out.err
     assert await asyncio.to_thread(main, ["publish", "a b", "1", "--nats-url", url]) == 1
+
+
+async def test_unsubscribe_and_disconnect_act_on_every_node(api_nodes):
+    """`unsubscribe` takes the user's connections on both nodes out of the room (a `left` with
+    the reason, bystanders unaffected); `disconnect` of one connection closes it with 4003;
+    `disconnect` with `ban` closes the rest with 4502 and revokes the resume tokens issued so
+    far, on every node; a session started after the ban resumes normally."""
+    a, b, nc = api_nodes
+    room = room_name()
+    zed = [await WsClient.connect(n.port, token("zed")) for n in (a, a, b)]
+    bystander = await WsClient.connect(b.port, token("yan"))
+    for c in (*zed, bystander):
+        await c.join(room)
+    reply = await call(nc, "unsubscribe", {"user": "zed", "room": room})
+    assert reply["removed"] == 3 and reply["nodes"] >= 2
+    for c in zed:
+        left = await c.wait_for(lambda f: f["type"] == "left")
+        assert left["room"] == room and left["reason"] == "unsubscribed"
+    seq = (await bystander.publish(room, "still here"))["seq"]
+    assert (await bystander.wait_messages(room, 1))[0]["seq"] == seq
+    assert all(not c.messages(room) for c in zed)
+    one = zed[2].welcome["conn"]
+    reply = await call(nc, "disconnect", {"user": "zed", "conn": one, "reason": "bye"})
+    assert reply == {"closed": 1, "nodes": reply["nodes"], "banned": False}
+    assert await asyncio.wait_for(zed[2].closed, 10 * UNIT) == 4003
+    ws = zed[2].ws
+    assert ws.close_reason == "bye"
+    await zed[0].join(room)
+    old_token = (await zed[0].wait_for(lambda f: f["type"] == "joined")).get("resume_token")
+    reply = await call(nc, "disconnect", {"user": "zed", "ban": True})
+    assert reply["closed"] == 2 and reply["banned"] is True
+    for c in zed[:2]:
+        assert await asyncio.wait_for(c.closed, 10 * UNIT) == 4502
+    for node in (a, b):  # the ban is in force on both nodes at once
+        again = await WsClient.connect(node.port, token("zed"))
+        refused = await again.request({"type": "resume", "token": old_token,
+                                       "rooms": {room: seq}})
+        assert refused["code"] == "bad_resume_token" and "revoked" in refused["message"]
+        fresh = (await again.join(room))["resume_token"]
+        await again.close()
+        later = await WsClient.connect(node.port, token("zed"))
+        ok = await later.request({"type": "resume", "token": fresh, "rooms": {room: seq}})
+        assert ok["type"] == "resumed" and ok["rooms"][room]["recovered"] is True
+        await later.close()
+    await bystander.close()
+
+
+async def test_a_node_started_after_a_ban_reads_it(api_nodes, big_history):
+    a, _, nc = api_nodes
+    room = room_name()
+    c = await WsClient.connect(a.port, token("quinn"))
+    old = (await c.join(room))["resume_token"]
+    await call(nc, "disconnect", {"user": "quinn", "ban": True})
+    late = await start_node(big_history.urls, node_id="api-late")
+    try:
+        again = await WsClient.connect(late.port, token("quinn"))
+        refused = await again.request({"type": "resume", "token": old, "rooms": {}})
+        assert refused["code"] == "bad_resume_token"
+        await again.close()
+    finally:
+        await late.stop()
