@@ -71,6 +71,11 @@ class UnsubscribeRequest(msgspec.Struct):
     room: str
 
 
+#: The HTTP status of each error code (``bad_request``/``bad_room``: 400).
+HTTP_STATUS = {"unknown_method": 404, "publish_failed": 503, "unavailable": 503,
+               "internal": 500}
+
+
 class ApiError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -137,15 +142,20 @@ class ServerApi:
         if msg.reply:
             self.node.spawn(self._serve(msg), inflight=True)
 
-    async def _serve(self, msg) -> None:
-        method = msg.subject[len(API_PREFIX):]
+    async def answer(self, method: str, payload: bytes) -> tuple[int, bytes]:
+        """Every request gets an answer: the reply, or an error; with the HTTP status that
+        the HTTP form of the API answers with (``docs/api.md``)."""
         try:
-            reply = await self.call(method, msg.data)
+            return 200, await self.call(method, payload)
         except ApiError as exc:
-            reply = error(exc.code, exc.message)
+            return HTTP_STATUS.get(exc.code, 400), error(exc.code, exc.message)
         except Exception:  # noqa: BLE001 - every request gets an answer
             log.exception("api %s failed", method)
-            reply = error("internal", "unexpected server error")
+            return 500, error("internal", "unexpected server error")
+
+    async def _serve(self, msg) -> None:
+        method = msg.subject[len(API_PREFIX):]
+        _, reply = await self.answer(method, msg.data)
         try:
             await msg.respond(reply)
         except nats.errors.Error as exc:

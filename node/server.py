@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 
 import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from roomcast import protocol as p
@@ -36,6 +35,7 @@ from roomcast.node.api import ServerApi
 from roomcast.node.connection import Connection, wait_all
 from roomcast.node.control import Control
 from roomcast.node.handover import Handover
+from roomcast.node.internal import ApiKeys, InternalServer
 from roomcast.node.lean import slim_connection, tune_gc
 from roomcast.node.metrics import NodeMetrics, probe_loop_lag
 from roomcast.node.peer import Peer, PeerLimits
@@ -122,7 +122,7 @@ class Node:
         self._stream_seen: float | None = None  # monotonic time the stream last answered
         self.draining = False
         self._server: Server | None = None
-        self._internal: Server | None = None
+        self._internal: InternalServer | None = None
         self._port = config.port
         self._internal_port = config.internal_port
         self._ids = itertools.count(1)
@@ -178,10 +178,10 @@ class Node:
             backlog=cfg.listen_backlog,
         )
         self._port = self._server.sockets[0].getsockname()[1]
-        self._internal = await serve(self._handle_internal, cfg.internal_host or cfg.host,
-                                     cfg.internal_port, process_request=self._process_internal,
-                                     server_header="roomcast")
-        self._internal_port = self._internal.sockets[0].getsockname()[1]
+        self._internal = InternalServer(self._internal_get, self._internal_api,
+                                        ApiKeys(cfg.api_key_file), max_body=cfg.max_frame + 4096)
+        self._internal_port = await self._internal.start(cfg.internal_host or cfg.host,
+                                                         cfg.internal_port)
         if isinstance(self.backplane, NatsBackplane):
             self._stream_seen = time.monotonic()  # start() just created or read the stream
             self._stream_task = self.spawn(self._check_stream())
@@ -401,22 +401,22 @@ class Node:
 
     # -- HTTP and handshake ----------------------------------------------------------
 
-    async def _process_internal(self, conn: ServerConnection, request: Request) -> Response:
-        """The internal port: health, readiness, metrics; nothing upgrades here."""
-        path = urlsplit(request.path).path
+    async def _internal_get(self, path: str) -> tuple[int, str, bytes]:
+        """GETs of the internal port: health, readiness, metrics."""
         if path == "/healthz":
-            return web.text(HTTPStatus.OK, "ok\n")
+            return 200, "text/plain; charset=utf-8", b"ok\n"
         if path == "/readyz":
             ready, why = await self.readiness()
-            return web.text(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, why + "\n")
+            return (200 if ready else 503), "text/plain; charset=utf-8", why.encode() + b"\n"
         if path == "/metrics":
-            body = self.metrics.render()
-            return Response(200, "OK", Headers([("Content-Type", "text/plain; version=0.0.4"),
-                                                ("Content-Length", str(len(body)))]), body)
-        return web.text(HTTPStatus.NOT_FOUND, "not found\n")
+            return 200, "text/plain; version=0.0.4", self.metrics.render()
+        return 404, "text/plain; charset=utf-8", b"not found\n"
 
-    async def _handle_internal(self, ws: ServerConnection) -> None:  # pragma: no cover
-        await ws.close(int(CloseCode.NORMAL), "")  # never reached: every request is answered
+    async def _internal_api(self, method: str, body: bytes) -> tuple[int, str, bytes]:
+        if self._api is None:
+            return 503, "application/json", b'{"error":{"code":"unavailable","message":"starting"}}'
+        status, reply = await self._api.answer(method, body)
+        return status, "application/json", reply
 
     async def _check_stream(self) -> None:
         """Every ``STREAM_CHECK_INTERVAL``: do the streams answer, with the settings this node

@@ -98,6 +98,21 @@ class ServerApi:
             body["after"] = after
         return await self.call("history", body)
 
+    async def disconnect(self, user: str, *, conn: str | None = None, ban: bool = False,
+                         reason: str | None = None) -> dict:
+        """Close ``user``'s connections on every node (4003), or ban: close with 4502 and
+        revoke the resume tokens issued so far. ``{"closed", "nodes", "banned"}``."""
+        body: dict = {"user": user, "ban": ban}
+        if conn is not None:
+            body["conn"] = conn
+        if reason is not None:
+            body["reason"] = reason
+        return await self.call("disconnect", body)
+
+    async def unsubscribe(self, user: str, room: str) -> dict:
+        """Take ``user``'s connections out of ``room`` on every node. ``{"removed", "nodes"}``."""
+        return await self.call("unsubscribe", {"user": user, "room": room})
+
 
 class SyncServerApi:
     """:class:`ServerApi` for synchronous code: one event loop on a daemon thread."""
@@ -120,6 +135,12 @@ class SyncServerApi:
 
     def history(self, room: str, **kw: Any) -> dict:
         return self._run(self._api.history(room, **kw))
+
+    def disconnect(self, user: str, **kw: Any) -> dict:
+        return self._run(self._api.disconnect(user, **kw))
+
+    def unsubscribe(self, user: str, room: str) -> dict:
+        return self._run(self._api.unsubscribe(user, room))
 
     def close(self) -> None:
         self._run(self._api.close())

@@ -86,6 +86,9 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "--internal-port", type=int, default=9090,
           help="port for /healthz, /readyz and /metrics (keep it off the Ingress)")
     _flag(p, "--internal-host", default=None, help="address for the internal port (default: --host)")
+    _flag(p, "--api-key-file", default=None,
+          help="keys, one per line, for the server API over HTTP (POST /api/<method> on the "
+               "internal port, header X-API-Key); without it that API answers 401")
     _flag(p, "--node-id", default=None, help="node name (default: hostname-pid)")
     _flag(p, "--jwt-key", default=None, help="HMAC secret or PEM public key for client tokens")
     _flag(p, "--jwt-key-file", default=None, help="read --jwt-key from this file")
@@ -158,6 +161,7 @@ def node_config_from(args: argparse.Namespace):
         port=int(args.port),
         internal_port=int(args.internal_port),
         internal_host=args.internal_host,
+        api_key_file=args.api_key_file,
         max_frame=int(args.max_frame),
         max_rooms_per_connection=int(args.max_rooms),
         max_connections=int(args.max_connections),
@@ -252,6 +256,31 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(json.dumps(m))
     if page["more"]:
         print("# more: page on with --before (or --after) the last seq", file=sys.stderr)
+    return 0
+
+
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    """``roomcast disconnect USER``: prints how many connections were closed."""
+    async def go() -> dict:
+        async with _server_api(args) as api:
+            return await api.disconnect(args.user, conn=args.conn, ban=args.ban,
+                                        reason=args.reason)
+
+    reply = _run(go())
+    print(f"closed {reply['closed']} connection(s) on {reply['nodes']} node(s)"
+          + (" (banned: resume tokens revoked)" if reply["banned"] else ""))
+    return 0
+
+
+def cmd_unsubscribe(args: argparse.Namespace) -> int:
+    """``roomcast unsubscribe USER ROOM``: prints how many connections left the room."""
+    async def go() -> dict:
+        async with _server_api(args) as api:
+            return await api.unsubscribe(args.user, args.room)
+
+    reply = _run(go())
+    print(f"removed {reply['removed']} connection(s) from {args.room} "
+          f"on {reply['nodes']} node(s)")
     return 0
 
 
@@ -397,6 +426,23 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p_hist, "--nats-url", default="nats://127.0.0.1:4222", help="NATS URL(s)")
     add_nats_credential_flags(p_hist)
     p_hist.set_defaults(func=cmd_history)
+
+    p_disc = sub.add_parser("disconnect", help="close a user's connections (server API)")
+    p_disc.add_argument("user")
+    p_disc.add_argument("--conn", default=None, help="only this connection id")
+    p_disc.add_argument("--ban", action="store_true",
+                        help="close with 4502 and revoke the user's resume tokens")
+    p_disc.add_argument("--reason", default=None, help="close reason (at most 100 characters)")
+    _flag(p_disc, "--nats-url", default="nats://127.0.0.1:4222", help="NATS URL(s)")
+    add_nats_credential_flags(p_disc)
+    p_disc.set_defaults(func=cmd_disconnect)
+
+    p_unsub = sub.add_parser("unsubscribe", help="take a user out of a room (server API)")
+    p_unsub.add_argument("user")
+    p_unsub.add_argument("room")
+    _flag(p_unsub, "--nats-url", default="nats://127.0.0.1:4222", help="NATS URL(s)")
+    add_nats_credential_flags(p_unsub)
+    p_unsub.set_defaults(func=cmd_unsubscribe)
 
     p_tok = sub.add_parser("token", help="mint a development JWT")
     p_tok.add_argument("--user", required=True)

@@ -55,6 +55,8 @@ class NodeConfig:
         internal_port: port for ``/healthz``, ``/readyz`` and ``/metrics`` (not served on
             the public port); 0 picks a free one.
         internal_host: address for the internal port (default: ``host``).
+        api_key_file: keys (one per line) the server API over HTTP accepts in ``X-API-Key``
+            on the internal port; without it that API answers 401.
         presence: presence settings; None turns presence off.
         allowed_origins: origins (``https://app.example.com``) whose pages may open WebSockets,
             besides the node's own origin; ``*`` allows any. Empty: localhost origins only
@@ -68,6 +70,7 @@ class NodeConfig:
     port: int = 8765
     internal_port: int = 9090
     internal_host: str | None = None
+    api_key_file: str | None = None
     max_frame: int = 64 * 1024
     max_rooms_per_connection: int = 100
     rate_limit: float = 200.0

@@ -231,3 +231,25 @@ async def test_a_node_started_after_a_ban_reads_it(api_nodes, big_history):
         await again.close()
     finally:
         await late.stop()
+
+
+async def test_disconnect_and_unsubscribe_from_the_sdk_and_the_cli(api_nodes, big_history, capsys):
+    from roomcast.api import ServerApi
+    from roomcast.cli import main
+
+    a, b, _ = api_nodes
+    room = room_name()
+    c1, c2 = (await WsClient.connect(a.port, token("uma")),
+              await WsClient.connect(b.port, token("uma")))
+    for c in (c1, c2):
+        await c.join(room)
+    url = ",".join(big_history.urls)
+    assert await asyncio.to_thread(main, ["unsubscribe", "uma", room, "--nats-url", url]) == 0
+    assert "removed 2 connection(s)" in capsys.readouterr().out
+    async with ServerApi(big_history.urls) as api:
+        assert (await api.unsubscribe("uma", room))["removed"] == 0
+        assert (await api.disconnect("uma", conn=c1.welcome["conn"]))["closed"] == 1
+    assert await asyncio.to_thread(main, ["disconnect", "uma", "--ban", "--nats-url", url]) == 0
+    assert "closed 1 connection(s)" in capsys.readouterr().out
+    assert await asyncio.wait_for(c1.closed, 10 * UNIT) == 4003
+    assert await asyncio.wait_for(c2.closed, 10 * UNIT) == 4502
