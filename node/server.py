@@ -30,6 +30,7 @@ from roomcast.backplane.base import Backplane
 from roomcast.backplane.nats import NatsBackplane
 from roomcast.config import NodeConfig
 from roomcast.errors import AuthError
+from roomcast.jwks import JwksKeys
 from roomcast.node import web
 from roomcast.node.api import ServerApi
 from roomcast.node.connection import Connection, wait_all
@@ -111,6 +112,9 @@ class Node:
         self._admin: AdminService | None = None
         self._api: ServerApi | None = None
         self.control: Control | None = None
+        auth = config.auth
+        self._jwks = (JwksKeys(auth.jwks_url, lifespan=auth.jwks_refresh,
+                               min_refetch=auth.jwks_min_refetch) if auth.jwks_url else None)
         self.connections: dict[Connection, None] = {}
         self.by_conn_id: dict[str, Connection] = {}
         self._dirty: list[Connection] = []
@@ -142,6 +146,8 @@ class Node:
             self.spawn(self.control.load_bans())  # bans broadcast meanwhile were missed
 
     async def start(self) -> None:
+        if self._jwks is not None:
+            await self._jwks.start()  # refuses to start without keys (one clear line)
         await self.backplane.start()
         if isinstance(self.backplane, NatsBackplane):
             self.metrics.watch_nats_client(self.backplane.nc)
@@ -472,6 +478,8 @@ class Node:
         Raises:
             AuthError: with a reason safe to show to the client.
         """
+        if self._jwks is not None and token:
+            return verify_token(token, self.config.auth, key=await self._jwks.key_for(token))
         return verify_token(token, self.config.auth)
 
     async def readiness(self) -> tuple[bool, str]:

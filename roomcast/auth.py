@@ -102,18 +102,22 @@ class AuthConfig:
         leeway: seconds of clock skew tolerated on ``exp``/``nbf``.
     """
 
-    key: str
+    key: str | None
     algorithms: tuple[str, ...] = ("HS256",)
     audience: str | None = None
     issuer: str | None = None
     leeway: float = 5.0
+    #: keys come from this JWKS URL (``roomcast/jwks.py``) instead of ``key``
+    jwks_url: str | None = None
+    #: seconds between background refreshes of the JWKS, and at least between refetches that
+    #: an unknown ``kid`` triggers
+    jwks_refresh: float = 300.0
+    jwks_min_refetch: float = 10.0
     #: what PyJWT verifies with: the parsed public key (or the key text when the listed
     #: algorithms need different key types); set from ``key`` at construction
     verify_key: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.key:
-            raise ConfigError("jwt_key", "a JWT key or secret is required")
         if not self.algorithms:
             raise ConfigError("jwt_algorithms", "at least one algorithm is required")
         bad = [a for a in self.algorithms if a not in ALLOWED_ALGORITHMS]
@@ -122,6 +126,15 @@ class AuthConfig:
         hs = [a.startswith("HS") for a in self.algorithms]
         if any(hs) and not all(hs):
             raise ConfigError("jwt_algorithms", "do not mix HMAC and public-key algorithms")
+        if self.jwks_url is not None:
+            if any(hs):
+                raise ConfigError("jwt_algorithms", "a JWKS holds public keys: list RS*/ES*/"
+                                  "EdDSA algorithms (e.g. --jwt-algorithms RS256)")
+            if self.key:
+                raise ConfigError("jwt_key", "set either a JWT key or a JWKS URL, not both")
+            return
+        if not self.key:
+            raise ConfigError("jwt_key", "a JWT key or secret is required")
         if all(hs) and len(self.key.encode()) < 32:
             raise ConfigError("jwt_key", "an HMAC secret must be at least 32 bytes")
         verify_key: Any = self.key
@@ -143,8 +156,10 @@ class AuthConfig:
         object.__setattr__(self, "verify_key", verify_key)
 
 
-def verify_token(token: str | None, config: AuthConfig, *, now: float | None = None) -> Identity:
-    """Verify ``token`` and return who it names.
+def verify_token(token: str | None, config: AuthConfig, *, now: float | None = None,
+                 key: Any = None) -> Identity:
+    """Verify ``token`` and return who it names (with ``key`` instead of the configured one:
+    the JWKS key for its ``kid``).
 
     Raises:
         AuthError: with a reason that is safe to show to the client.
@@ -155,7 +170,7 @@ def verify_token(token: str | None, config: AuthConfig, *, now: float | None = N
     try:
         claims = jwt.decode(
             token,
-            config.verify_key,
+            key if key is not None else config.verify_key,
             algorithms=list(config.algorithms),
             audience=config.audience,
             issuer=config.issuer,

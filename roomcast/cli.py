@@ -92,6 +92,12 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "--node-id", default=None, help="node name (default: hostname-pid)")
     _flag(p, "--jwt-key", default=None, help="HMAC secret or PEM public key for client tokens")
     _flag(p, "--jwt-key-file", default=None, help="read --jwt-key from this file")
+    _flag(p, "--jwt-jwks-url", default=None,
+          help="fetch the public keys of client tokens from this JWKS URL (by 'kid'; "
+               "instead of --jwt-key; needs --jwt-algorithms RS256 or similar)")
+    _flag(p, "--jwt-jwks-refresh", type=float, default=300.0,
+          help="seconds between refreshes of the JWKS (an unknown kid refetches at most "
+               "every 10 s)")
     _flag(p, "--jwt-algorithms", default="HS256", help="allowed JWT algorithms, comma-separated")
     _flag(p, "--jwt-audience", default=None, help="required 'aud' claim")
     _flag(p, "--jwt-issuer", default=None, help="required 'iss' claim")
@@ -144,14 +150,17 @@ def node_config_from(args: argparse.Namespace):
     key = args.jwt_key
     if args.jwt_key_file:
         key = Path(args.jwt_key_file).read_text().strip()
-    if not key:
-        raise ConfigError("jwt_key", "set --jwt-key, --jwt-key-file or ROOMCAST_JWT_KEY")
+    if not key and not args.jwt_jwks_url:
+        raise ConfigError("jwt_key", "set --jwt-key, --jwt-key-file, ROOMCAST_JWT_KEY or "
+                          "--jwt-jwks-url")
     node_id = args.node_id or default_node_id()
     ping = float(args.ping_interval) or None
     return NodeConfig(
         auth=AuthConfig(key=key, algorithms=tuple(a.strip() for a in
                                                   args.jwt_algorithms.split(",") if a.strip()),
-                        audience=args.jwt_audience, issuer=args.jwt_issuer),
+                        audience=args.jwt_audience, issuer=args.jwt_issuer,
+                        jwks_url=args.jwt_jwks_url,
+                        jwks_refresh=float(args.jwt_jwks_refresh)),
         nats=NatsConfig(urls=tuple(u.strip() for u in args.nats_url.split(",") if u.strip()),
                         replicas=int(args.replicas), history_per_room=int(args.history_per_room),
                         history_max_age=float(args.history_max_age), name=f"roomcast-{node_id}",

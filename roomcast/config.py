@@ -124,5 +124,5 @@ class NodeConfig:
         """The resume-token keys; derived from the HMAC JWT key when none are set."""
         if self.resume_keys:
             return self.resume_keys
-        derived = hmac.new(self.auth.key.encode(), b"roomcast resume token v1", hashlib.sha256)
+        derived = hmac.new((self.auth.key or "").encode(), b"roomcast resume token v1", hashlib.sha256)
         return (derived.hexdigest(),)
