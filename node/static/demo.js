@@ -36,17 +36,40 @@ if (!token) {
     }
   });
 
-  client.addEventListener("message", (e) => {
-    const m = e.detail;
+  const shown = new Set(); // seqs on the page: history and live never show one twice
+  let oldest = null; // lowest seq shown, where "load older" continues
+
+  function render(m) {
     const li = document.createElement("li");
     li.dataset.seq = String(m.seq);
     const text = m.data && typeof m.data === "object" && "text" in m.data ? m.data.text : JSON.stringify(m.data);
     li.innerHTML = `<span class="seq">#${m.seq}</span><span class="from"></span><span class="text"></span>`;
     li.querySelector(".from").textContent = `${m.sender}:`;
     li.querySelector(".text").textContent = text;
+    return li;
+  }
+
+  function show(m) {
+    if (shown.has(m.seq)) return;
+    shown.add(m.seq);
+    if (oldest === null || m.seq < oldest) oldest = m.seq;
     const list = $("messages");
-    list.appendChild(li);
-    list.scrollTop = list.scrollHeight;
+    // Keep seq order: a history page goes above what is shown, live messages below.
+    const after = [...list.children].find((li) => Number(li.dataset.seq) > m.seq);
+    list.insertBefore(render(m), after ?? null);
+    if (!after) list.scrollTop = list.scrollHeight;
+  }
+
+  client.addEventListener("message", (e) => show(e.detail));
+
+  // The room's last messages when the page opens, and older pages on demand (history API).
+  async function loadOlder(before) {
+    const page = await client.history(room, { before, limit: 30 });
+    for (const m of page.messages) show(m);
+    $("older").hidden = !page.more;
+  }
+  $("older").addEventListener("click", () => {
+    if (oldest !== null) loadOlder(oldest).catch((err) => console.error("history failed", err));
   });
 
   client.addEventListener("presence", () => renderMembers());
@@ -71,6 +94,7 @@ if (!token) {
   });
   $("drop").addEventListener("click", () => client.dropConnection());
 
-  client.connect().then(() => client.join(room)).then(renderMembers)
+  client.connect().then(() => client.join(room))
+    .then((joined) => { renderMembers(); return loadOlder(joined.seq + 1); })
     .catch((err) => { showState("failed"); $("resume").textContent = String(err.message || err); });
 }

@@ -109,3 +109,39 @@ async def test_two_pages_chat_see_each_other_and_resume_after_kill_9(nats3):
     finally:
         node_a.stop()
         await node_b.stop()
+
+
+async def test_the_demo_page_shows_history_and_loads_older(nats3):
+    """The page opens with the room's last 30 messages (history), oldest first; "Load older"
+    adds the rest above them, in order, and disappears when nothing older is retained; live
+    messages go below."""
+    node = await start_node(nats3.urls, node_id="node-h")
+    room = room_name("hist")
+    from tests.helpers import WsClient
+
+    pub = await WsClient.connect(node.port, token("carol"))
+    seqs = [(await pub.publish(room, {"text": f"old {i}"}))["seq"] for i in range(45)]
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1000, "height": 640})
+                await page.goto(f"http://127.0.0.1:{node.port}/?token={token('dan')}"
+                                f"&room={room}")
+                await wait_js(page, "document.querySelectorAll('#messages li').length === 30")
+                assert [int(s) for s in await texts(page, "#messages li", "seq")] == seqs[15:]
+                assert await page.is_visible("#older")
+                await page.click("#older")
+                await wait_js(page, "document.querySelectorAll('#messages li').length === 45")
+                assert [int(s) for s in await texts(page, "#messages li", "seq")] == seqs
+                await wait_js(page, "document.getElementById('older').hidden")
+                live = (await pub.publish(room, {"text": "live"}))["seq"]
+                await wait_js(page, "document.querySelectorAll('#messages li').length === 46")
+                assert [int(s) for s in await texts(page, "#messages li", "seq")] == seqs + [live]
+                ARTIFACTS.mkdir(exist_ok=True)
+                await page.screenshot(path=str(ARTIFACTS / "demo-page-history.png"))
+            finally:
+                await browser.close()
+    finally:
+        await pub.close()
+        await node.stop()
