@@ -28,6 +28,7 @@ import nats.errors
 import nats.js.errors
 
 from roomcast.backplane import subjects
+from roomcast.protocol import CloseCode
 
 if TYPE_CHECKING:
     from roomcast.node.server import Node
@@ -146,6 +147,27 @@ class Control:
             await sub.unsubscribe()
         return sum(answers), len(answers)
 
+    # -- this node's part -------------------------------------------------------------
+
+    def _users_connections(self, user: str) -> list:
+        return [c for c in self.node.connections if c.peer.identity.user == user]
+
+    def disconnect_here(self, user: str, conn_id: str | None, code: int, reason: str) -> int:
+        """Close ``user``'s connections on this node (only ``conn_id`` when given); how many."""
+        conns = [c for c in self._users_connections(user)
+                 if conn_id is None or c.peer.conn_id == conn_id]
+        for conn in conns:
+            conn.leave_presence()  # now, not after a closing handshake that may never come
+            conn.close(CloseCode(code), reason)
+        return len(conns)
+
+    async def unsubscribe_here(self, user: str, room: str) -> int:
+        """Take ``user``'s connections on this node out of ``room`` (a ``left`` frame each)."""
+        conns = [c for c in self._users_connections(user) if room in c.peer.rooms]
+        for conn in conns:
+            await conn.remove_from(room, "unsubscribed")
+        return len(conns)
+
     async def _on_request(self, msg) -> None:
         if msg.reply:
             self.node.spawn(self._serve(msg))
@@ -158,10 +180,10 @@ class Control:
             return
         if req.ban_at is not None:
             self._note_ban(ban_key(req.user), req.ban_at)
-        if method == "disconnect":
-            count = self.node.disconnect_local(req.user, req.conn, req.code, req.reason or "")
+        if method == "disconnect" and req.code is not None:
+            count = self.disconnect_here(req.user, req.conn, req.code, req.reason or "")
         elif method == "unsubscribe" and req.room is not None:
-            count = await self.node.unsubscribe_local(req.user, req.room)
+            count = await self.unsubscribe_here(req.user, req.room)
         else:
             return
         try:

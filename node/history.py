@@ -8,6 +8,7 @@ a page cannot be located by arithmetic on ``seq``.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import msgspec
@@ -36,16 +37,16 @@ async def read_page(backplane: Backplane, room: str, *, before: int | None, afte
     Raises:
         BackplaneError: the stream could not be read.
     """
-    start = (after + 1) if after is not None else 1
-    msgs = []
-    while True:
-        got = await backplane.history(room, start, batch)
-        msgs += got
-        if len(got) < batch:
+    # Reads are direct gets, answered by any replica; one may lag the leader by a few ms and
+    # miss a message that was just acknowledged. The leader's newest seq for the room, asked
+    # first, says when a read came up short: it is read again (a backend that publishes and
+    # then reads history sees its message).
+    newest = await backplane.last_seq(room, leader=True)
+    for attempt in range(CATCH_UP_TRIES):
+        msgs, complete = await _read_from(backplane, room, after, limit, batch)
+        if not complete or (msgs[-1].seq if msgs else 0) >= newest:
             break
-        start = got[-1].seq + 1
-        if after is not None and len(msgs) > limit:
-            break
+        await asyncio.sleep(CATCH_UP_PAUSE * (attempt + 1))
     prevs = {m.seq: (msgs[i - 1].seq if i else None) for i, m in enumerate(msgs)}
     if after is not None:
         if msgs and msgs[0].seq != after + 1:
@@ -65,3 +66,24 @@ async def read_page(backplane: Backplane, room: str, *, before: int | None, afte
             break
         frames.append(frame)
     return Page(frames, len(frames) < len(chosen))
+
+
+#: A lagging replica is read again this many times, pausing 10, 20, … ms (about 1 s in all).
+CATCH_UP_TRIES = 14
+CATCH_UP_PAUSE = 0.01
+
+
+async def _read_from(backplane: Backplane, room: str, after: int | None, limit: int,
+                     batch: int) -> tuple[list, bool]:
+    """The retained messages above ``after`` (all of them, or — oldest first — a little
+    more than ``limit``); whether the read went to the end of the room."""
+    start = (after + 1) if after is not None else 1
+    msgs = []
+    while True:
+        got = await backplane.history(room, start, batch)
+        msgs += got
+        if len(got) < batch:
+            return msgs, True
+        start = got[-1].seq + 1
+        if after is not None and len(msgs) > limit:
+            return msgs, False

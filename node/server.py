@@ -15,7 +15,6 @@ import random
 import secrets
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -31,7 +30,7 @@ from roomcast.backplane.nats import NatsBackplane
 from roomcast.config import NodeConfig
 from roomcast.errors import AuthError
 from roomcast.jwks import JwksKeys
-from roomcast.node import web
+from roomcast.node import sweeps, web
 from roomcast.node.api import ServerApi
 from roomcast.node.connection import Connection, wait_all
 from roomcast.node.control import Control
@@ -58,8 +57,6 @@ WS_PATH = "/ws"
 #: that never answered the close, closing NATS) are given this much, no more.
 FORCED_STOP_SECONDS = 2.0
 CLOSE_TIMEOUT = 3.0  # seconds a client gets to answer our close frame
-EXPIRY_SWEEP = 1.0  # seconds between checks for expired tokens
-KEEPALIVE_SLICE = 100  # connections pinged in one go; slices are spread over the interval
 #: Seconds between the background checks that the stream answers (readiness reads the result).
 STREAM_CHECK_INTERVAL = 2.0
 #: Seconds the stream may fail to answer before the node reports unready: longer than a
@@ -194,7 +191,7 @@ class Node:
         if cfg.ping_interval:
             self._keepalive_task = self.spawn(
                 self._keepalive(cfg.ping_interval, cfg.ping_timeout or cfg.ping_interval))
-        self._expiry_task = self.spawn(self._expire_tokens())
+        self._expiry_task = self.spawn(sweeps.expire_tokens(self))
         self._lag_task = self.spawn(probe_loop_lag(self.metrics.loop_lag))
         log.info("node listening", extra={"port": self._port, "ws_path": WS_PATH,
                                           "internal_port": self._internal_port})
@@ -300,26 +297,6 @@ class Node:
             return
         self.handover.release(conn_id)  # one our drain closed, resumed elsewhere
 
-    def _users_connections(self, user: str) -> list[Connection]:
-        return [c for c in self.connections if c.peer.identity.user == user]
-
-    def disconnect_local(self, user: str, conn_id: str | None, code: int, reason: str) -> int:
-        """Close ``user``'s connections here (only ``conn_id`` when given); how many."""
-        conns = [c for c in self._users_connections(user)
-                 if conn_id is None or c.peer.conn_id == conn_id]
-        close_code = CloseCode(code)
-        for conn in conns:
-            conn.leave_presence()
-            conn.close(close_code, reason)
-        return len(conns)
-
-    async def unsubscribe_local(self, user: str, room: str) -> int:
-        """Take ``user``'s connections here out of ``room`` (a ``left`` frame each)."""
-        conns = [c for c in self._users_connections(user) if room in c.peer.rooms]
-        for conn in conns:
-            await conn.remove_from(room, "unsubscribed")
-        return len(conns)
-
     def hand_over(self, conn: Connection) -> None:
         """A connection we closed on purpose keeps its presence until it resumes elsewhere
         (``node/handover.py``)."""
@@ -345,39 +322,8 @@ class Node:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _keepalive(self, interval: float, silence: float, *,
-                         clock: Callable[[], float] | None = None,
-                         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        """Ping every connection each ``interval``; close those silent for ``silence``.
-
-        A ping costs ~40 µs of loop time (frame, write): one sweep of 10,000 connections would
-        stall deliveries for 0.4 s. The sweep goes in slices of ``KEEPALIVE_SLICE`` spread
-        evenly over the interval instead, so the loop is never held for more than one slice.
-        ``clock``/``sleep``: the loop's by default (tests inject a virtual clock)."""
-        now = clock or asyncio.get_running_loop().time
-        start = now()
-        while not self.draining:
-            conns = list(self.connections)
-            slices = max(1, -(-len(conns) // KEEPALIVE_SLICE))
-            for k in range(slices):
-                await sleep(max(0.0, start + interval * (k + 1) / slices - now()))
-                for conn in conns[k * KEEPALIVE_SLICE:(k + 1) * KEEPALIVE_SLICE]:
-                    conn.keepalive(now(), silence)
-            start += interval
-            if start < now():  # fell behind (a stalled loop): don't catch up in a burst
-                start = now()
-
-    async def _expire_tokens(self) -> None:
-        """Ask for a fresh token ahead of expiry (``refresh_needed``) and close connections
-        whose JWT has expired (4500), checked every second: one sweep instead of a timer per
-        connection (``docs/performance.md``, idle memory)."""
-        while not self.draining:
-            await asyncio.sleep(EXPIRY_SWEEP)
-            now = time.time()
-            for i, conn in enumerate(list(self.connections)):
-                conn.check_token(now)
-                if i % 1000 == 999:
-                    await asyncio.sleep(0)
+    async def _keepalive(self, interval: float, silence: float, **kw) -> None:
+        await sweeps.keepalive(self, interval, silence, **kw)
 
     def mark_dirty(self, conn: Connection) -> None:
         """``conn`` queued frames this iteration: flush every such connection at its end."""

@@ -8,7 +8,8 @@ import asyncio
 import pytest
 
 from roomcast.backplane.memory import MemoryBackplane
-from roomcast.node.server import KEEPALIVE_SLICE, Node
+from roomcast.node.server import Node
+from roomcast.node.sweeps import KEEPALIVE_SLICE
 from tests.helpers import node_config
 
 
