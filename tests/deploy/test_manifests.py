@@ -190,7 +190,8 @@ def test_production_has_a_websocket_friendly_ingress_and_no_committed_secrets():
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_only_the_public_port_is_exposed(overlay):
     """The Service and the Ingress reach the public port only; the internal port (health,
-    readiness, metrics) is open only to Prometheus pods."""
+    readiness, metrics, the HTTP server API behind its key) is open only to Prometheus pods
+    and to labelled API clients of the namespace."""
     objs = render(overlay)
     svc = find(objs, "Service", "roomcast-edge")
     assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["http"]
@@ -199,10 +200,13 @@ def test_only_the_public_port_is_exposed(overlay):
             for path in rule["http"]["paths"]:
                 assert path["backend"]["service"]["port"] == {"name": "http"}
     pol = find(objs, "NetworkPolicy", "roomcast-edge")
-    rules = {tuple(p["port"] for p in r["ports"]): r for r in pol["spec"]["ingress"]}
-    assert set(rules) == {(8765,), (9090,)}
-    [source] = rules[(9090,)]["from"]
-    assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    ports = sorted(tuple(p["port"] for p in r["ports"]) for r in pol["spec"]["ingress"])
+    assert ports == [(8765,), (9090,), (9090,)]
+    sources = [r["from"] for r in pol["spec"]["ingress"] if r["ports"][0]["port"] == 9090]
+    assert sorted(str(s) for s in sources) == sorted(str(s) for s in [
+        [{"namespaceSelector": {},
+          "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
+        [{"podSelector": {"matchLabels": {"roomcast.io/api-client": "true"}}}]])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
