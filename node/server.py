@@ -392,7 +392,11 @@ class Node:
         url = urlsplit(request.path)
         path = url.path
         if path in web.STATIC:
-            return web.static(path)
+            origins, hosts = request.headers.get_all("Origin"), request.headers.get_all("Host")
+            allow = (origins[0] if len(origins) == 1 and len(hosts) <= 1
+                     and web.origin_allowed(origins[0], hosts[0] if hosts else "",
+                                            self.config.allowed_origins) else None)
+            return web.static(path, allow_origin=allow)
         if path != WS_PATH:
             return web.text(HTTPStatus.NOT_FOUND, "not found\n")
         for name in ("Authorization", "Origin", "Host"):
@@ -400,22 +404,38 @@ class Node:
                 self.metrics.auth_failures.inc()
                 return web.text(HTTPStatus.BAD_REQUEST, f"more than one {name} header\n")
         origin = request.headers.get("Origin")
+        refusal = await self._refusal(request, url.query, origin, conn)
+        if refusal is None:
+            return None
+        status, code, reason, extra = refusal
+        if origin is None:
+            return web.text(status, reason + "\n", extra)
+        # A browser cannot read the status of a refused upgrade: it gets the upgrade, then a
+        # close with a code and reason it can show (docs/protocol.md §1). No session exists.
+        conn.roomcast_identity = None
+        conn.roomcast_refusal = (code, reason)
+        return None
+
+    async def _refusal(self, request: Request, query: str, origin: str | None,
+                       conn: ServerConnection):
+        """Why this upgrade is refused, as (HTTP status, close code, reason, headers); or None
+        (then ``conn.roomcast_identity`` holds who it is)."""
         if origin is not None and not web.origin_allowed(origin, request.headers.get("Host", ""),
-                                                     self.config.allowed_origins):
+                                                         self.config.allowed_origins):
             self.metrics.auth_failures.inc()
-            return web.text(HTTPStatus.FORBIDDEN, "origin not allowed\n")
+            return HTTPStatus.FORBIDDEN, CloseCode.ORIGIN_NOT_ALLOWED, "origin not allowed", None
         if self.draining:
-            return web.text(HTTPStatus.SERVICE_UNAVAILABLE, "node draining\n")
+            return (HTTPStatus.SERVICE_UNAVAILABLE, CloseCode.NODE_UNAVAILABLE, "node draining",
+                    None)
         limit = self.config.max_connections
         if limit and len(self.connections) >= limit:
-            return web.text(HTTPStatus.SERVICE_UNAVAILABLE, "node full\n")
-        token = web.token_from(request, url.query)
+            return HTTPStatus.SERVICE_UNAVAILABLE, CloseCode.NODE_UNAVAILABLE, "node full", None
         try:
-            conn.roomcast_identity = await self.authenticate(token)
+            conn.roomcast_identity = await self.authenticate(web.token_from(request, query))
         except AuthError as exc:
             self.metrics.auth_failures.inc()
-            return web.text(HTTPStatus.UNAUTHORIZED, exc.reason + "\n",
-                         [("WWW-Authenticate", 'Bearer realm="roomcast"')])
+            return (HTTPStatus.UNAUTHORIZED, CloseCode.UNAUTHORIZED, exc.reason,
+                    [("WWW-Authenticate", 'Bearer realm="roomcast"')])
         return None
 
     async def authenticate(self, token: str | None) -> Identity:
@@ -446,6 +466,10 @@ class Node:
         return True, "ready"
 
     async def _handle(self, ws: ServerConnection) -> None:
+        refusal = getattr(ws, "roomcast_refusal", None)
+        if refusal is not None:
+            await ws.close(int(refusal[0]), refusal[1][:120])
+            return
         identity = ws.roomcast_identity
         # The handshake is over: do not keep its headers (and the token in its path) alive for
         # the life of the connection (docs/performance.md). websockets' parser generator still

@@ -33,13 +33,17 @@ def _static_body(name: str) -> bytes:
     return (STATIC_DIR / name).read_bytes()
 
 
-def static(path: str) -> Response:
+def static(path: str, allow_origin: str | None = None) -> Response:
+    """A static file; ``allow_origin``: the requesting page's origin when it may import the
+    client from another site (CORS, the same origins as the WebSocket check)."""
     name, ctype = STATIC[path]
     body = _static_body(name)
-    return Response(200, "OK", Headers([("Content-Type", ctype),
-                                        ("Content-Length", str(len(body))),
-                                        ("Cache-Control", "no-cache"),
-                                        ("X-Content-Type-Options", "nosniff")]), body)
+    headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff"),
+                       ("Vary", "Origin")])
+    if allow_origin is not None:
+        headers["Access-Control-Allow-Origin"] = allow_origin
+    return Response(200, "OK", headers, body)
 
 
 LOCALHOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})

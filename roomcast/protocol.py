@@ -83,9 +83,12 @@ class CloseCode(enum.IntEnum):
     SLOW_CONSUMER = 4001
     FLOOD = 4002
     DISCONNECTED = 4003  # by the server API; reconnecting (and resuming) is allowed
+    NODE_UNAVAILABLE = 4012  # a browser's upgrade to a full or draining node: try another
     TOKEN_EXPIRED = 4500
     SESSION_RESUMED = 4501
     BANNED = 4502  # by the server API; the session's resume tokens are revoked
+    UNAUTHORIZED = 4510  # a browser's upgrade with a refused token (HTTP 401 for others)
+    ORIGIN_NOT_ALLOWED = 4511  # a browser page of an origin not allowed (HTTP 403 for others)
 
     @property
     def reconnect(self) -> bool:

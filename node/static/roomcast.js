@@ -23,6 +23,9 @@ export function retryable(code) {
   return code === undefined || code === null || code < 4500;
 }
 
+/** Close codes of a refused upgrade that retrying cannot fix (docs/protocol.md §1, §6). */
+export const REFUSALS = { 4510: "unauthorized", 4511: "origin_not_allowed" };
+
 export class RoomcastError extends Error {
   constructor(code, message, { temporary = false, room = null } = {}) {
     super(`${code}: ${message}`);
@@ -110,7 +113,8 @@ export class RoomcastClient extends EventTarget {
   // -- API ----------------------------------------------------------------------------
 
   join(room) {
-    this._checkOpen();
+    const closed = this._closedError();
+    if (closed) return Promise.reject(closed);
     let state = this.rooms.get(room);
     if (!state) {
       state = { position: null, waiters: [], repairing: false };
@@ -139,7 +143,8 @@ export class RoomcastClient extends EventTarget {
 
   /** Publish; resolves with the message's seq once the server stored it. */
   publish(room, data, { id } = {}) {
-    this._checkOpen();
+    const closed = this._closedError();
+    if (closed) return Promise.reject(closed);
     const msgId = id ?? uuid();
     const existing = this.pending.get(msgId);
     if (existing) return existing.promise;
@@ -156,7 +161,6 @@ export class RoomcastClient extends EventTarget {
     return pub.promise;
   }
 
-  /** Users present in `room` (cluster-wide), as last reported by the server. */
   /**
    * A page of a room's retained messages: newest first (below `before`), or oldest first above
    * `after`; page on with the last seq while `more`. Needs subscribe permission, not membership.
@@ -189,6 +193,7 @@ export class RoomcastClient extends EventTarget {
     }
   }
 
+  /** Users present in `room` (cluster-wide), as last reported by the server. */
   membersOf(room) {
     return [...(this.members.get(room)?.keys() ?? [])].sort();
   }
@@ -260,8 +265,12 @@ export class RoomcastClient extends EventTarget {
       for (const r of requests.values()) r.reject(LOST);
       for (const s of this.rooms.values()) s.repairing = false;
       if (this.closed) return;
-      // A browser cannot read the HTTP status of a refused upgrade: a connection that never got
-      // a welcome is retried with backoff (the token function may supply a fresh token).
+      // A browser cannot read the HTTP status of a refused upgrade, so the node upgrades and
+      // closes with a code and reason (protocol §1): 4510 token refused, 4511 origin not
+      // allowed — permanent, connect() rejects; 4012 node full or draining — try the next URL.
+      if (!welcomed && REFUSALS[ev.code]) {
+        return this._fail(new RoomcastError(REFUSALS[ev.code], ev.reason || `refused with ${ev.code}`));
+      }
       if (welcomed && !retryable(ev.code)) {
         return this._fail(new RoomcastError("auth", ev.reason || `closed with ${ev.code}`));
       }
@@ -541,8 +550,14 @@ export class RoomcastClient extends EventTarget {
   }
 
   _checkOpen() {
-    if (this.fatal) throw this.fatal;
-    if (this.closed) throw new RoomcastError("closed", "client closed");
+    const closed = this._closedError();
+    if (closed) throw closed;
+  }
+
+  _closedError() {
+    if (this.fatal) return this.fatal;
+    if (this.closed) return new RoomcastError("closed", "client closed");
+    return null;
   }
 
   _setState(state, info = {}) {

@@ -24,15 +24,31 @@ def test_origin_policy(origin, host, allowed, ok):
     assert origin_allowed(origin, host, allowed) is ok
 
 
-async def test_disallowed_origin_is_refused_with_403(nats3):
-    """A browser page from another origin cannot open a WebSocket; listed ones can."""
+async def closed_before_welcome(url: str, origin: str) -> tuple[int, str]:
+    """A browser-like upgrade (with Origin) that the node refuses: upgraded, then closed with a
+    code and reason and no frame before it."""
+    ws = await websockets.connect(url, origin=origin)
+    with pytest.raises(websockets.ConnectionClosed):
+        frame = await ws.recv()
+        raise AssertionError(f"a frame before the close: {frame}")
+    return ws.close_code, ws.close_reason
+
+
+async def test_disallowed_origin_is_refused(nats3):
+    """A browser page from another origin cannot open a session: the upgrade is closed at once
+    with 4511 and the reason (a browser cannot read an HTTP 403); listed origins work; a bad
+    token from a browser is 4510 with the reason, and from a non-browser client a 401."""
     node = await start_node(nats3.urls, allowed_origins=("https://app.example.com",))
     url = f"ws://127.0.0.1:{node.port}/ws?token={token('o')}"
     try:
+        assert await closed_before_welcome(url, "https://evil.example") == (
+            4511, "origin not allowed")
+        bad = f"ws://127.0.0.1:{node.port}/ws?token=not-a-jwt"
+        assert await closed_before_welcome(bad, "https://app.example.com") == (
+            4510, "malformed token")
         with pytest.raises(websockets.InvalidStatus) as info:
-            await websockets.connect(url, origin="https://evil.example")
-        assert info.value.response.status_code == 403
-        assert bytes(info.value.response.body).decode().strip() == "origin not allowed"
+            await websockets.connect(bad)
+        assert info.value.response.status_code == 401
         ok = await websockets.connect(url, origin="https://app.example.com")
         await ok.close()
         same = await websockets.connect(url, origin=f"http://127.0.0.1:{node.port}")
@@ -54,6 +70,15 @@ async def test_node_serves_the_client_and_demo_page(nats3):
 
     node = await start_node(nats3.urls)
     try:
+        def cors(origin: str) -> str | None:
+            req = urllib.request.Request(f"http://127.0.0.1:{node.port}/roomcast.js",
+                                         headers={"Origin": origin})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.headers["Access-Control-Allow-Origin"]
+
+        # The client may be imported from the allowed origins (here: the localhost default).
+        assert await asyncio.to_thread(cors, "http://localhost:3000") == "http://localhost:3000"
+        assert await asyncio.to_thread(cors, "https://evil.example") is None
         for path, ctype, needle in (("/", "text/html", b"roomcast demo"),
                                     ("/roomcast.js", "text/javascript", b"export class RoomcastClient"),
                                     ("/demo.js", "text/javascript", b"RoomcastClient")):
