@@ -92,8 +92,22 @@ class NatsBackplane:
     async def start(self) -> None:
         cfg = self.config
 
+        last_error: list = ["", 0.0]  # message, monotonic time it was logged
+
         async def on_error(exc: Exception) -> None:
-            log.warning("nats error: %s", exc)
+            # nats-py reports every failed attempt (4 a second while NATS is away): the same
+            # error is logged once per 30 s, and not at all during the first connect, whose
+            # failure is one error line of its own.
+            text, now = str(exc) or repr(exc), time.monotonic()
+            if self._nc is None and not self._closing:
+                if not last_error[0]:
+                    log.warning("NATS at %s not reachable yet (%s); retrying for up to %g s",
+                                ", ".join(cfg.display_urls), redact(text), cfg.connect_timeout)
+                    last_error[:] = [text, now]
+                return
+            if text != last_error[0] or now - last_error[1] > 30.0:
+                log.warning("nats error: %s", redact(text))
+                last_error[:] = [text, now]
 
         async def on_disconnected() -> None:
             if not self._closing:
@@ -133,8 +147,10 @@ class NatsBackplane:
             await asyncio.wait_for(nc.connect(**opts), cfg.connect_timeout)
             self._nc = nc
         except (TimeoutError, OSError, nats.errors.Error) as exc:
+            why = (f"not reachable within {cfg.connect_timeout:g} s"
+                   if isinstance(exc, TimeoutError) else redact(str(exc) or repr(exc)))
             raise BackplaneError(f"cannot connect to NATS at {', '.join(cfg.display_urls)}: "
-                                 f"{redact(repr(exc))}") from None
+                                 f"{why}") from None
         self._js = self._nc.jetstream(timeout=cfg.publish_attempt_timeout)
         await self._verify_streams(deadline, may_create=cfg.streams_mode == "create-missing")
         self._hist_prefix = self._nc.new_inbox() + "."

@@ -28,7 +28,7 @@ from roomcast.backplane import streams, subjects
 from roomcast.backplane.base import Backplane
 from roomcast.backplane.nats import NatsBackplane
 from roomcast.config import NodeConfig
-from roomcast.errors import AuthError
+from roomcast.errors import AuthError, ConfigError
 from roomcast.jwks import JwksKeys
 from roomcast.node import sweeps, web
 from roomcast.node.api import ServerApi
@@ -164,6 +164,36 @@ class Node:
             await self.control.start()
             self._api = ServerApi(self.backplane.nc, self)
             await self._api.start()
+        try:
+            await self._listen()
+        except OSError as exc:  # a busy port: one line for the operator, nothing left running
+            await self._abort_start()
+            raise ConfigError("port", f"cannot listen: {exc.strerror or exc} "
+                              f"({cfg.host}:{cfg.port} or internal {cfg.internal_host or cfg.host}"
+                              f":{cfg.internal_port})") from None
+        if isinstance(self.backplane, NatsBackplane):
+            self._stream_seen = time.monotonic()  # start() just created or read the stream
+            self._stream_task = self.spawn(self._check_stream())
+        if cfg.ping_interval:
+            self._keepalive_task = self.spawn(
+                self._keepalive(cfg.ping_interval, cfg.ping_timeout or cfg.ping_interval))
+        self._expiry_task = self.spawn(sweeps.expire_tokens(self))
+        self._lag_task = self.spawn(probe_loop_lag(self.metrics.loop_lag))
+        log.info("node listening", extra={"port": self._port, "ws_path": WS_PATH,
+                                          "internal_port": self._internal_port})
+
+    async def _abort_start(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for part in (self._api, self.control, self._admin):
+            if part is not None:
+                await part.close()
+        if self.presence is not None:
+            await self.presence.close(flush_seconds=0.5)
+        await self.backplane.close(within=1.0)
+
+    async def _listen(self) -> None:
+        cfg = self.config
         self._server = await serve(
             self._handle,
             cfg.host,
@@ -185,16 +215,6 @@ class Node:
                                         ApiKeys(cfg.api_key_file), max_body=cfg.max_frame + 4096)
         self._internal_port = await self._internal.start(cfg.internal_host or cfg.host,
                                                          cfg.internal_port)
-        if isinstance(self.backplane, NatsBackplane):
-            self._stream_seen = time.monotonic()  # start() just created or read the stream
-            self._stream_task = self.spawn(self._check_stream())
-        if cfg.ping_interval:
-            self._keepalive_task = self.spawn(
-                self._keepalive(cfg.ping_interval, cfg.ping_timeout or cfg.ping_interval))
-        self._expiry_task = self.spawn(sweeps.expire_tokens(self))
-        self._lag_task = self.spawn(probe_loop_lag(self.metrics.loop_lag))
-        log.info("node listening", extra={"port": self._port, "ws_path": WS_PATH,
-                                          "internal_port": self._internal_port})
 
     @property
     def port(self) -> int:

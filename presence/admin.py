@@ -112,8 +112,18 @@ async def query(nats_urls: list[str], what: str, arg: str | None = None,
     ``nats.connect`` (``NatsConfig.connect_options``)."""
     import nats
 
-    nc = await nats.connect(nats_urls, max_reconnect_attempts=1, reconnect_time_wait=0.1,
-                            connect_timeout=2, **(options or {}))
+    from roomcast.errors import BackplaneError
+    from roomcast.logs import redact
+
+    async def quiet(_exc: Exception) -> None:
+        pass  # the failure is reported once, below
+
+    try:
+        nc = await nats.connect(nats_urls, max_reconnect_attempts=1, reconnect_time_wait=0.1,
+                                connect_timeout=2, error_cb=quiet, **(options or {}))
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise BackplaneError("cannot connect to NATS at " + ", ".join(redact(u) for u in nats_urls)
+                             + f": {redact(str(exc) or repr(exc))}") from None
     try:
         if arg and not subjects.valid_tokens(arg):
             # Not a valid subject token (a user id with spaces, say): only `user` takes its
@@ -124,7 +134,13 @@ async def query(nats_urls: list[str], what: str, arg: str | None = None,
             subject, payload = subjects.ADMIN_PREFIX + what, json.dumps({"user": arg}).encode()
         else:
             subject, payload = subjects.ADMIN_PREFIX + what + (f".{arg}" if arg else ""), b""
-        msg = await nc.request(subject, payload, timeout=wait)
+        try:
+            msg = await nc.request(subject, payload, timeout=wait)
+        except nats.errors.NoRespondersError:
+            raise BackplaneError("no roomcast node answered on NATS (are the nodes running "
+                                 "and connected to this NATS?)") from None
+        except nats.errors.TimeoutError:
+            raise BackplaneError(f"no answer within {wait:g} s from a roomcast node") from None
         return json.loads(msg.data)
     finally:
         await nc.close()

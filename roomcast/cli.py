@@ -309,8 +309,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from roomcast.dev import run_dev
 
+    node_args = tuple(a for a in args.node_args if a != "--")
     return run_dev(nodes=int(args.nodes), nats=int(args.nats), port=int(args.port),
-                   host=args.host)
+                   host=args.host, node_args=node_args)
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
@@ -388,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_dev.add_argument("--nats", type=int, default=3, help="NATS servers (1 or 3)")
     p_dev.add_argument("--port", type=int, default=8765, help="first node's port")
     p_dev.add_argument("--host", default="127.0.0.1", help="address the nodes listen on")
+    p_dev.add_argument("node_args", nargs=argparse.REMAINDER,
+                       help="after --: flags for every `roomcast node`, e.g. "
+                            "-- --allowed-origins http://localhost:3000")
     p_dev.set_defaults(func=cmd_dev)
 
     p_tail = sub.add_parser("tail", help="print a room's messages (JSON lines), resuming")
@@ -466,6 +470,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    command = words[0] if words else None
+    if command not in (None, "dev"):
+        # A running `roomcast dev` (make run) wrote what it picked: use it where nothing is set.
+        from roomcast import devenv
+
+        if devenv.apply_defaults() and command != "node" and sys.stderr.isatty():
+            print(f"roomcast: using the dev cluster's settings from {devenv.path()}",
+                  file=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

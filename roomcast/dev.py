@@ -54,8 +54,10 @@ class NodeProcess:
     """One ``roomcast node`` child process."""
 
     def __init__(self, node_id: str, host: str, port: int, nats_urls: list[str], key: str,
-                 replicas: int, extra: dict[str, str] | None = None) -> None:
+                 replicas: int, extra: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.node_id = node_id
+        self.args = tuple(args)
         self.host = host
         self.port = port
         env = dict(os.environ)
@@ -73,8 +75,17 @@ class NodeProcess:
         })
         env.update(extra or {})
         self.internal_port = int(env["ROOMCAST_INTERNAL_PORT"])
-        self.proc = subprocess.Popen([sys.executable, "-m", "roomcast", "node"], env=env,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.extra = dict(extra or {})
+        self.nats_urls, self.key, self.replicas = list(nats_urls), key, replicas
+        self.proc = subprocess.Popen([sys.executable, "-m", "roomcast", "node", *self.args],
+                                     env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def again(self) -> NodeProcess:
+        """A new process for the same node (same id, port and flags), e.g. after a crash."""
+        return NodeProcess(self.node_id, self.host, self.port, self.nats_urls, self.key,
+                           self.replicas, {**self.extra,
+                                           "ROOMCAST_INTERNAL_PORT": str(self.internal_port)},
+                           self.args)
 
     @property
     def url(self) -> str:
@@ -120,7 +131,8 @@ class Commands:
     runs: the local version of the autoscaler adding and removing edge pods."""
 
     def __init__(self, cluster: NatsCluster, started: list[NodeProcess], key: str,
-                 host: str) -> None:
+                 host: str, node_args: tuple[str, ...] = ()) -> None:
+        self.node_args = node_args
         self.cluster = cluster
         self.started = started
         self.key = key
@@ -136,7 +148,8 @@ class Commands:
             if words[0] == "add":
                 self.count += 1
                 n = NodeProcess(f"node-{self.count}", self.host, free_port(self.host),
-                                self.cluster.urls, self.key, self.cluster.replicas, DEV_NODE_ENV)
+                                self.cluster.urls, self.key, self.cluster.replicas, DEV_NODE_ENV,
+                                self.node_args)
                 n.wait_ready()
                 self.started.append(n)
                 return f"added {n.node_id}: {n.url}"
@@ -155,22 +168,78 @@ class Commands:
         return "commands: add | remove [NAME] | list"
 
 
+def say(*lines: str) -> None:
+    """Print, but never fail: with the output piped (``make run | tee log``), Ctrl-C ends the
+    reader first, and a BrokenPipeError here must not skip stopping the processes."""
+    try:
+        for line in lines:
+            print(line, flush=True)
+    except (BrokenPipeError, OSError):
+        try:  # further writes (and the interpreter's final flush) go nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+
+
 def _read_commands(commands: Commands, stop: threading.Event) -> None:
     for line in sys.stdin:
         if stop.is_set():
             return
-        reply = commands.handle(line)
+        try:
+            reply = commands.handle(line)
+        except (RuntimeError, TimeoutError) as exc:
+            reply = str(exc)
         if reply:
-            print(f"roomcast dev: {reply}", flush=True)
+            say(f"roomcast dev: {reply}")
 
 
-def run_dev(*, nodes: int = 2, nats: int = 3, port: int = 8765, host: str = "127.0.0.1") -> int:
+#: A crashed node is restarted at most this many times within RESTART_WINDOW seconds.
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+
+
+class Supervisor:
+    """Restarts dev nodes that exit unasked (kill -9, a crash), so a developer testing resume
+    keeps a cluster; gives up on a node that keeps crashing."""
+
+    def __init__(self, started: list[NodeProcess]) -> None:
+        self.started = started
+        self.restarts: dict[str, list[float]] = {}
+
+    def check(self) -> None:
+        for n in list(self.started):
+            if n.proc.poll() is None:
+                continue
+            now = time.monotonic()
+            recent = [t for t in self.restarts.get(n.node_id, []) if now - t < RESTART_WINDOW]
+            if len(recent) >= MAX_RESTARTS:
+                say(f"roomcast dev: {n.node_id} exited ({n.proc.returncode}) {len(recent)} "
+                    f"times within {RESTART_WINDOW:g} s; not restarting it")
+                self.started.remove(n)
+                continue
+            say(f"roomcast dev: {n.node_id} exited ({n.proc.returncode}); restarting it")
+            self.restarts[n.node_id] = [*recent, now]
+            fresh = n.again()
+            self.started[self.started.index(n)] = fresh
+            try:
+                fresh.wait_ready()
+                say(f"roomcast dev: {n.node_id} is back on {fresh.url}")
+            except (RuntimeError, TimeoutError) as exc:
+                say(f"roomcast dev: {n.node_id} did not come back: {exc}")
+
+
+def run_dev(*, nodes: int = 2, nats: int = 3, port: int = 8765, host: str = "127.0.0.1",
+            node_args: tuple[str, ...] = ()) -> int:
+    """``node_args``: extra ``roomcast node`` flags for every node (``roomcast dev -- …``)."""
+    from roomcast import devenv
+
     key = secrets.token_urlsafe(32)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     cluster = NatsCluster(nats)
     started: list[NodeProcess] = []
+    env_file = None
     try:
         cluster.start()
         apply_streams(cluster)
@@ -184,43 +253,52 @@ def run_dev(*, nodes: int = 2, nats: int = 3, port: int = 8765, host: str = "127
                 candidate = free_port(host) if candidate == 0 or len(ports) else candidate + 1
         for i, p in enumerate(ports):
             started.append(NodeProcess(f"node-{i + 1}", host, p, cluster.urls, key,
-                                       cluster.replicas, DEV_NODE_ENV))
+                                       cluster.replicas, DEV_NODE_ENV, node_args))
         for n in started:
             n.wait_ready()
         token = mint_token(key, "dev", ttl=24 * 3600, info={"name": "dev"})
         token2 = mint_token(key, "dev2", ttl=24 * 3600, info={"name": "dev2"})
-        print("\nroomcast dev cluster is up\n", flush=True)
-        print(f"  NATS ({nats} servers, JetStream): {', '.join(cluster.urls)}")
-        for n in started:
-            print(f"  {n.node_id}: {n.url}   (health {n.internal}/healthz, "
-                  f"metrics {n.internal}/metrics)")
+        env_file = devenv.write({"ROOMCAST_NATS_URL": ",".join(cluster.urls),
+                                 "ROOMCAST_JWT_KEY": key,
+                                 "ROOMCAST_URL": ",".join(n.url for n in started),
+                                 "ROOMCAST_TOKEN": token})
         nodes_param = ",".join(n.url for n in started)
-        print(f"\n  demo page (user 'dev'):\n    {started[0].http}/?token={token}&room=lobby"
-              f"&nodes={nodes_param}")
-        print(f"  demo page (user 'dev2'):\n    {started[-1].http}/?token={token2}&room=lobby"
-              f"&nodes={','.join(reversed([n.url for n in started]))}")
-        print(f"\n  dev token (user 'dev', 24 h, all rooms):\n    {token}")
-        print(f"  second user ('dev2'):\n    {token2}")
-        print(f"\n  try:  .venv/bin/python -m websockets '{started[0].url}?token={token}'")
-        print('        then type {"type":"join","room":"lobby"} and '
-              '{"type":"publish","room":"lobby","data":"hi"}')
-        print(f"  admin:  .venv/bin/roomcast admin rooms --nats-url {cluster.urls[0]}")
-        print("\n  Type 'add' or 'remove [NAME]' to scale the edge nodes, 'list' to see them.")
-        print("  Ctrl-C stops everything.\n", flush=True)
-        commands = Commands(cluster, started, key, host)
+        say("", "roomcast dev cluster is up", "",
+            f"  NATS ({nats} servers, JetStream): {', '.join(cluster.urls)}",
+            *(f"  {n.node_id}: {n.url}   (health {n.internal}/healthz, "
+              f"metrics {n.internal}/metrics)" for n in started),
+            "", f"  demo page (user 'dev'):\n    {started[0].http}/?token={token}&room=lobby"
+            f"&nodes={nodes_param}",
+            f"  demo page (user 'dev2'):\n    {started[-1].http}/?token={token2}&room=lobby"
+            f"&nodes={','.join(reversed([n.url for n in started]))}",
+            "", f"  dev token (user 'dev', 24 h, all rooms):\n    {token}",
+            f"  second user ('dev2'):\n    {token2}",
+            f"  JWT secret (HS256): {key}",
+            "", f"  Written to {env_file} for the other commands, which use it by default:",
+            "    .venv/bin/roomcast admin rooms",
+            "    .venv/bin/roomcast chat lobby",
+            "    .venv/bin/roomcast token --user alice",
+            "    .venv/bin/roomcast publish lobby '{\"text\": \"from a backend\"}'",
+            "    .venv/bin/python examples/echo_bot.py lobby",
+            "", "  Type 'add' or 'remove [NAME]' to scale the edge nodes, 'list' to see them.",
+            "  A node that exits (kill -9 to test resume) is restarted.",
+            "  Ctrl-C stops everything.", "")
+        commands = Commands(cluster, started, key, host, node_args)
         threading.Thread(target=_read_commands, args=(commands, stop), daemon=True).start()
+        supervisor = Supervisor(started)
         while not stop.is_set():
             with commands.lock:
-                for n in started:
-                    if n.proc.poll() is not None:
-                        print(f"roomcast dev: {n.node_id} exited ({n.proc.returncode})",
-                              flush=True)
-                        stop.set()
+                supervisor.check()
             stop.wait(0.5)
         return 0
     finally:
-        print("roomcast dev: stopping", flush=True)
+        say("roomcast dev: stopping")
+        if env_file is not None:
+            devenv.remove(env_file)
         for n in started:
-            n.stop()
+            try:
+                n.stop()
+            except Exception as exc:  # noqa: BLE001 - stop the others whatever happens
+                say(f"roomcast dev: stopping {n.node_id}: {exc}")
         cluster.stop()
-        print("roomcast dev: stopped", flush=True)
+        say("roomcast dev: stopped")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 
 from roomcast.client import State, connect
 
@@ -41,8 +42,23 @@ async def tail(urls: list[str], token: str, room: str, *, as_json: bool = True) 
     return 0
 
 
+def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue:
+    """Lines typed on standard input (None at its end), read by a daemon thread: Ctrl-C ends
+    the program at once (a blocked read in the default executor would keep it alive until
+    Enter, as interpreter exit joins those threads)."""
+    lines: asyncio.Queue = asyncio.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    threading.Thread(target=read, name="stdin", daemon=True).start()
+    return lines
+
+
 async def chat(urls: list[str], token: str, room: str) -> int:
-    loop = asyncio.get_running_loop()
+    lines = _stdin_lines(asyncio.get_running_loop())
     async with connect(urls, token, on_state=_status) as client:
         await client.join(room)
 
@@ -54,8 +70,8 @@ async def chat(urls: list[str], token: str, room: str) -> int:
         shower = asyncio.create_task(show())
         try:
             while True:
-                line = await loop.run_in_executor(None, sys.stdin.readline)
-                if not line:
+                line = await lines.get()
+                if line is None:
                     break
                 if line.strip():
                     await client.publish(room, {"text": line.rstrip("\n")})
