@@ -48,7 +48,8 @@ def ban_key(user: str) -> str:
 
 
 class ControlRequest(msgspec.Struct, omit_defaults=True):
-    user: str
+    user: str = ""
+    node: str | None = None  # ``drain``: the node id or instance to drain
     conn: str | None = None
     room: str | None = None
     code: int | None = None
@@ -119,18 +120,26 @@ class Control:
 
     async def scatter(self, method: str, req: ControlRequest) -> tuple[int, int]:
         """Ask every node to act; returns (connections acted on, nodes that answered)."""
+        answers = await self.gather(method, req)
+        return sum(int(a.get("count", 0)) for a in answers), len(answers)
+
+    async def gather(self, method: str, req: ControlRequest) -> list[dict]:
+        """Ask every node; returns their answers (JSON objects)."""
         expected = None
         if self.node.presence is not None:
             expected = len(self.node.presence.live_nodes())
         inbox = self.nc.new_inbox()
-        answers: list[int] = []
+        answers: list[dict] = []
         enough = asyncio.Event()
 
         async def collect(msg) -> None:
             try:
-                answers.append(int(msgspec.json.decode(msg.data)["count"]))
-            except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+                answer = msgspec.json.decode(msg.data)
+            except msgspec.DecodeError:
                 return
+            if not isinstance(answer, dict):
+                return
+            answers.append(answer)
             if expected is not None and len(answers) >= expected:
                 enough.set()
 
@@ -145,7 +154,7 @@ class Control:
                 pass
         finally:
             await sub.unsubscribe()
-        return sum(answers), len(answers)
+        return answers
 
     # -- this node's part -------------------------------------------------------------
 
@@ -180,14 +189,21 @@ class Control:
             return
         if req.ban_at is not None:
             self._note_ban(ban_key(req.user), req.ban_at)
+        answer: dict = {"node": self.node.instance}
         if method == "disconnect" and req.code is not None:
-            count = self.disconnect_here(req.user, req.conn, req.code, req.reason or "")
+            answer["count"] = self.disconnect_here(req.user, req.conn, req.code, req.reason or "")
         elif method == "unsubscribe" and req.room is not None:
-            count = await self.unsubscribe_here(req.user, req.room)
+            answer["count"] = await self.unsubscribe_here(req.user, req.room)
+        elif method == "stats":
+            answer.update(self.node.stats())
+        elif method == "drain":
+            me = req.node in (self.node.instance, self.node.config.node_id)
+            answer["count"] = int(me)
+            if me:
+                self.node.request_drain()
         else:
             return
         try:
-            await msg.respond(msgspec.json.encode({"count": count,
-                                                   "node": self.node.instance}))
+            await msg.respond(msgspec.json.encode(answer))
         except nats.errors.Error as exc:
             log.info("control answer not sent: %s", exc)

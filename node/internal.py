@@ -81,7 +81,8 @@ class ApiKeys:
 
 
 class InternalServer:
-    """``get(path)`` answers GETs; ``api(method, body)`` answers authorised API POSTs."""
+    """``get(path)`` answers GETs; ``api(path, body)`` answers authorised POSTs of
+    ``/api/…`` and ``/admin/…`` (``path`` without the leading slash)."""
 
     def __init__(self, get: Callable[[str], Awaitable[Reply]], api: Handler | None,
                  keys: ApiKeys, max_body: int) -> None:
@@ -156,7 +157,7 @@ class InternalServer:
     async def _route(self, request: h11.Request, body: bytes | None) -> Reply:
         path = urlsplit(request.target.decode("latin-1")).path
         method = request.method.decode()
-        if not path.startswith("/api/"):
+        if not path.startswith(("/api/", "/admin/")):
             if method != "GET":
                 return 405, "text/plain", b"method not allowed\n"
             return await self._get(path)
@@ -170,4 +171,4 @@ class InternalServer:
             return 413, JSON, b'{"error":{"code":"bad_request","message":"request too large"}}'
         if self._api is None:
             return 503, JSON, b'{"error":{"code":"unavailable","message":"no server API here"}}'
-        return await self._api(path[len("/api/"):], body)
+        return await self._api(path[1:], body)

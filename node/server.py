@@ -15,6 +15,7 @@ import random
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -30,7 +31,7 @@ from roomcast.backplane.nats import NatsBackplane
 from roomcast.config import NodeConfig
 from roomcast.errors import AuthError, ConfigError
 from roomcast.jwks import JwksKeys
-from roomcast.node import sweeps, web
+from roomcast.node import console, sweeps, web
 from roomcast.node.api import ServerApi
 from roomcast.node.connection import Connection, wait_all
 from roomcast.node.control import Control
@@ -109,6 +110,8 @@ class Node:
         self._admin: AdminService | None = None
         self._api: ServerApi | None = None
         self.control: Control | None = None
+        #: called by :meth:`request_drain` (run_node: the same as SIGTERM); None: drain here
+        self.on_drain_request: Callable[[], None] | None = None
         auth = config.auth
         self._jwks = (JwksKeys(auth.jwks_url, lifespan=auth.jwks_refresh,
                                min_refetch=auth.jwks_min_refetch) if auth.jwks_url else None)
@@ -211,7 +214,7 @@ class Node:
             backlog=cfg.listen_backlog,
         )
         self._port = self._server.sockets[0].getsockname()[1]
-        self._internal = InternalServer(self._internal_get, self._internal_api,
+        self._internal = InternalServer(self._internal_get, self._internal_post,
                                         ApiKeys(cfg.api_key_file), max_body=cfg.max_frame + 4096)
         self._internal_port = await self._internal.start(cfg.internal_host or cfg.host,
                                                          cfg.internal_port)
@@ -382,13 +385,38 @@ class Node:
             return (200 if ready else 503), "text/plain; charset=utf-8", why.encode() + b"\n"
         if path == "/metrics":
             return 200, "text/plain; version=0.0.4", self.metrics.render()
+        if path in web.CONSOLE:
+            # The page holds no data: everything it shows comes from /admin/* and /api/*,
+            # which need the API key (typed into the page, kept in the tab's sessionStorage).
+            name, ctype = web.CONSOLE[path]
+            return 200, ctype, web.static_body(name)
         return 404, "text/plain; charset=utf-8", b"not found\n"
 
-    async def _internal_api(self, method: str, body: bytes) -> tuple[int, str, bytes]:
-        if self._api is None:
+    async def _internal_post(self, path: str, body: bytes) -> tuple[int, str, bytes]:
+        """``api/<method>`` (the server API) and ``admin/<what>`` (the operator console's
+        questions and actions, ``node/console.py``), behind the API key."""
+        if self._api is None or self.control is None:
             return 503, "application/json", b'{"error":{"code":"unavailable","message":"starting"}}'
-        status, reply = await self._api.answer(method, body)
+        if path.startswith("admin/"):
+            return await console.answer(self, path[len("admin/"):], body)
+        status, reply = await self._api.answer(path[len("api/"):], body)
         return status, "application/json", reply
+
+    def stats(self) -> dict:
+        """What the operator console shows per node (counters; it computes the rates)."""
+        m = self.metrics
+        return {"id": self.config.node_id, "connections": len(self.connections),
+                "rooms": len(self.rooms.rooms),
+                "delivered": m.delivered.value, "received": m.received.value,
+                "lag_sum": m.loop_lag.sum, "lag_count": sum(m.loop_lag.counts),
+                "draining": self.draining, "nats": self.backplane.connected}
+
+    def request_drain(self) -> None:
+        """An operator asked this node to drain (the console): as SIGTERM would."""
+        if self.on_drain_request is not None:
+            self.on_drain_request()
+        else:
+            self.spawn(self.stop())
 
     async def _check_stream(self) -> None:
         """Every ``STREAM_CHECK_INTERVAL``: do the streams answer, with the settings this node
@@ -525,6 +553,7 @@ async def run_node(config: NodeConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     node = Node(config)
+    node.on_drain_request = stop.set
     await node.start()
     tune_gc()
     print(f"roomcast node {config.node_id} ready on ws://{config.host}:{node.port}{WS_PATH}",

@@ -28,8 +28,15 @@ STATIC = {
 }
 
 
+#: The operator console, served on the internal port only.
+CONSOLE = {
+    "/console": ("console.html", "text/html; charset=utf-8"),
+    "/console.js": ("console.js", "text/javascript; charset=utf-8"),
+}
+
+
 @functools.cache
-def _static_body(name: str) -> bytes:
+def static_body(name: str) -> bytes:
     return (STATIC_DIR / name).read_bytes()
 
 
@@ -37,7 +44,7 @@ def static(path: str, allow_origin: str | None = None) -> Response:
     """A static file; ``allow_origin``: the requesting page's origin when it may import the
     client from another site (CORS, the same origins as the WebSocket check)."""
     name, ctype = STATIC[path]
-    body = _static_body(name)
+    body = static_body(name)
     headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
                        ("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff"),
                        ("Vary", "Origin")])

@@ -11,28 +11,50 @@ const $ = (id) => document.getElementById(id);
 $("room").textContent = room;
 const stateEl = $("state");
 
-function showState(state) {
+function showState(state, why = "") {
   stateEl.textContent = state;
   stateEl.className = `badge ${state}`;
+  $("why").textContent = why;
+}
+
+const CLOSES = {
+  1006: "connection lost", 1012: "node draining", 4001: "too slow to read", 4003: "disconnected by the server",
+  4500: "token expired", 4501: "session resumed elsewhere", 4502: "banned",
+};
+
+function time(ts) {
+  return ts ? new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "";
 }
 
 if (!token) {
-  showState("failed");
-  $("resume").textContent = "add ?token=<JWT> to the URL (make run prints a ready-made link)";
+  showState("failed", "add ?token=<JWT> to the URL (make run prints a ready-made link)");
 } else {
   const client = new RoomcastClient(nodes, token, { shuffleUrls: false });
   window.roomcast = client; // for the browser tests and the curious
 
   client.addEventListener("state", (e) => {
-    const { state, node, resume } = e.detail;
-    showState(state);
+    const { state, node, resume, code, error } = e.detail;
+    if (state === "failed") showState(state, error || "");
+    else if (state === "disconnected") showState(state, CLOSES[code] || (code ? `closed with ${code}` : ""));
+    else showState(state, state === "reconnecting" || state === "connecting" ? "" : $("why").textContent);
+    if (state !== "connected") {
+      // What we showed belongs to a connection that is gone: do not pretend it is current.
+      $("node").textContent = "–";
+      $("members").replaceChildren();
+      $("count").textContent = "–";
+    }
     if (node) $("node").textContent = node;
-    if (state === "connected" && resume && resume[room]) {
-      const r = resume[room];
-      $("resume").textContent = r.recovered
-        ? `resumed: recovered (${r.replayed} replayed)`
-        : `resumed: NOT recovered — history window exceeded (${r.replayed} replayed)`;
-      $("resume").dataset.recovered = String(!!r.recovered);
+    if (state === "connected") {
+      renderMembers();
+      if (resume && resume[room]) {
+        const r = resume[room];
+        $("why").textContent = r.recovered
+          ? `resumed: recovered (${r.replayed} replayed)`
+          : `resumed: NOT recovered — history window exceeded (${r.replayed} replayed)`;
+        $("resume").dataset.recovered = String(!!r.recovered);
+      } else {
+        $("why").textContent = "";
+      }
     }
   });
 
@@ -41,9 +63,11 @@ if (!token) {
 
   function render(m) {
     const li = document.createElement("li");
+    li.className = "msg";
     li.dataset.seq = String(m.seq);
     const text = m.data && typeof m.data === "object" && "text" in m.data ? m.data.text : JSON.stringify(m.data);
-    li.innerHTML = `<span class="seq">#${m.seq}</span><span class="from"></span><span class="text"></span>`;
+    li.innerHTML = `<span class="ts"></span><span class="seq">#${m.seq}</span><span class="from"></span><span class="text"></span>`;
+    li.querySelector(".ts").textContent = time(m.ts);
     li.querySelector(".from").textContent = `${m.sender}:`;
     li.querySelector(".text").textContent = text;
     return li;
@@ -55,12 +79,23 @@ if (!token) {
     if (oldest === null || m.seq < oldest) oldest = m.seq;
     const list = $("messages");
     // Keep seq order: a history page goes above what is shown, live messages below.
-    const after = [...list.children].find((li) => Number(li.dataset.seq) > m.seq);
+    const after = [...list.querySelectorAll("li.msg")].find((li) => Number(li.dataset.seq) > m.seq);
     list.insertBefore(render(m), after ?? null);
     if (!after) list.scrollTop = list.scrollHeight;
   }
 
+  function notice(text) {
+    const li = document.createElement("li");
+    li.className = "notice";
+    li.textContent = `${time(Date.now())} ${text}`;
+    $("messages").appendChild(li);
+    $("messages").scrollTop = $("messages").scrollHeight;
+  }
+
   client.addEventListener("message", (e) => show(e.detail));
+  client.addEventListener("left", (e) => {
+    if (e.detail.room === room) showState("left", `removed from the room (${e.detail.reason})`);
+  });
 
   // The room's last messages when the page opens, and older pages on demand (history API).
   async function loadOlder(before) {
@@ -72,9 +107,16 @@ if (!token) {
     if (oldest !== null) loadOlder(oldest).catch((err) => console.error("history failed", err));
   });
 
-  client.addEventListener("presence", () => renderMembers());
+  client.addEventListener("presence", (e) => {
+    const f = e.detail;
+    if (f.room === room && (f.event === "join" || f.event === "leave")) {
+      notice(`${f.user} ${f.event === "join" ? "joined" : "left"}`);
+    }
+    renderMembers();
+  });
 
   function renderMembers() {
+    if (!client.ready) return;
     const users = client.membersOf(room);
     $("count").textContent = String(users.length);
     $("members").replaceChildren(...users.map((u) => {
@@ -90,11 +132,11 @@ if (!token) {
     const text = $("text").value.trim();
     if (!text) return;
     $("text").value = "";
-    client.publish(room, { text }).catch((err) => console.error("publish failed", err));
+    client.publish(room, { text }).catch((err) => notice(`not sent: ${err.message}`));
   });
   $("drop").addEventListener("click", () => client.dropConnection());
 
   client.connect().then(() => client.join(room))
     .then((joined) => { renderMembers(); return loadOlder(joined.seq + 1); })
-    .catch((err) => { showState("failed"); $("resume").textContent = String(err.message || err); });
+    .catch((err) => showState("failed", String(err.message || err)));
 }

@@ -78,28 +78,30 @@ async def test_two_pages_chat_see_each_other_and_resume_after_kill_9(nats3):
                 await say(page2, "hello from bob")
                 await say(page1, "hi bob, alice here")
                 for page in (page1, page2):
-                    await wait_js(page, "document.querySelectorAll('#messages li').length === 2")
+                    await wait_js(page, "document.querySelectorAll('#messages li.msg').length === 2")
+                notices = await texts(page1, "#messages li.notice")
+                assert any(n.endswith("bob joined") for n in notices), notices
                 ARTIFACTS.mkdir(exist_ok=True)
                 await page1.screenshot(path=str(ARTIFACTS / "demo-page.png"))
 
                 node_a.proc.send_signal(signal.SIGKILL)  # page 1's node dies
                 for i in range(5):
                     await say(page2, f"while you were away {i}")
-                await wait_js(page2, "document.querySelectorAll('#messages li').length === 7")
+                await wait_js(page2, "document.querySelectorAll('#messages li.msg').length === 7")
                 await wait_js(page1, "document.getElementById('node').textContent === 'node-b'"
                                      " && document.getElementById('state').textContent"
                                      " === 'connected'", timeout=30 * UNIT)
-                await wait_js(page1, "document.querySelectorAll('#messages li').length >= 7")
+                await wait_js(page1, "document.querySelectorAll('#messages li.msg').length >= 7")
                 # A sentinel: anything page 1 would get twice comes before it, in order.
                 await say(page2, "sentinel")
                 for page in (page1, page2):
-                    await wait_js(page, "[...document.querySelectorAll('#messages li .text')]"
+                    await wait_js(page, "[...document.querySelectorAll('#messages li.msg .text')]"
                                         ".some((e) => e.textContent === 'sentinel')")
-                seqs1 = [int(s) for s in await texts(page1, "#messages li", "seq")]
-                seqs2 = [int(s) for s in await texts(page2, "#messages li", "seq")]
+                seqs1 = [int(s) for s in await texts(page1, "#messages li.msg", "seq")]
+                seqs2 = [int(s) for s in await texts(page2, "#messages li.msg", "seq")]
                 assert seqs1 == seqs2, (seqs1, seqs2)
                 assert seqs1 == sorted(set(seqs1))
-                body1 = await texts(page1, "#messages li .text")
+                body1 = await texts(page1, "#messages li.msg .text")
                 assert body1[2:] == [f"while you were away {i}" for i in range(5)] + ["sentinel"]
                 assert await page1.get_attribute("#resume", "data-recovered") == "true"
                 await page1.screenshot(path=str(ARTIFACTS / "demo-page-resumed.png"))
@@ -128,20 +130,55 @@ async def test_the_demo_page_shows_history_and_loads_older(nats3):
                 page = await browser.new_page(viewport={"width": 1000, "height": 640})
                 await page.goto(f"http://127.0.0.1:{node.port}/?token={token('dan')}"
                                 f"&room={room}")
-                await wait_js(page, "document.querySelectorAll('#messages li').length === 30")
-                assert [int(s) for s in await texts(page, "#messages li", "seq")] == seqs[15:]
+                await wait_js(page, "document.querySelectorAll('#messages li.msg').length === 30")
+                assert [int(s) for s in await texts(page, "#messages li.msg", "seq")] == seqs[15:]
                 assert await page.is_visible("#older")
                 await page.click("#older")
-                await wait_js(page, "document.querySelectorAll('#messages li').length === 45")
-                assert [int(s) for s in await texts(page, "#messages li", "seq")] == seqs
+                await wait_js(page, "document.querySelectorAll('#messages li.msg').length === 45")
+                assert [int(s) for s in await texts(page, "#messages li.msg", "seq")] == seqs
                 await wait_js(page, "document.getElementById('older').hidden")
                 live = (await pub.publish(room, {"text": "live"}))["seq"]
-                await wait_js(page, "document.querySelectorAll('#messages li').length === 46")
-                assert [int(s) for s in await texts(page, "#messages li", "seq")] == seqs + [live]
+                await wait_js(page, "document.querySelectorAll('#messages li.msg').length === 46")
+                assert [int(s) for s in await texts(page, "#messages li.msg", "seq")] == seqs + [live]
                 ARTIFACTS.mkdir(exist_ok=True)
                 await page.screenshot(path=str(ARTIFACTS / "demo-page-history.png"))
             finally:
                 await browser.close()
     finally:
         await pub.close()
+        await node.stop()
+
+
+async def test_the_demo_page_on_a_phone_and_with_a_bad_token(nats3):
+    """At 390 px nothing runs off the screen (no horizontal scroll); a bad token shows its
+    reason in the state line, and the page stops trying."""
+    node = await start_node(nats3.urls, node_id="node-m")
+    room = room_name("phone")
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            try:
+                phone = await browser.new_page(viewport={"width": 390, "height": 844})
+                long_name = token("a-user-with-a-rather-long-name-that-could-overflow")
+                await phone.goto(f"http://127.0.0.1:{node.port}/?token={long_name}&room={room}")
+                await wait_js(phone, "document.getElementById('state').textContent"
+                                     " === 'connected'")
+                await phone.fill("#text", "hello from a phone")
+                await phone.click("#send")
+                await wait_js(phone, "document.querySelectorAll('#messages li.msg').length === 1")
+                width = await phone.evaluate("document.documentElement.scrollWidth")
+                assert width <= 390, width
+                ts = await texts(phone, "#messages li.msg .ts")
+                assert ts[0] and ":" in ts[0]  # a timestamp on every message
+                ARTIFACTS.mkdir(exist_ok=True)
+                await phone.screenshot(path=str(ARTIFACTS / "demo-page-390px.png"))
+
+                bad = await browser.new_page(viewport={"width": 390, "height": 844})
+                await bad.goto(f"http://127.0.0.1:{node.port}/?token=not-a-jwt&room={room}")
+                await wait_js(bad, "document.getElementById('state').textContent === 'failed'")
+                assert "malformed token" in await bad.text_content("#why")
+                await bad.screenshot(path=str(ARTIFACTS / "demo-page-bad-token.png"))
+            finally:
+                await browser.close()
+    finally:
         await node.stop()
