@@ -81,6 +81,8 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "--nats-url", default="nats://127.0.0.1:4222",
           help="NATS server URL(s), comma-separated")
     add_nats_credential_flags(p)
+    _flag(p, "--nats-connect-timeout", type=float, default=30.0,
+          help="seconds to keep trying to reach NATS at start-up before giving up")
     _flag(p, "--host", default="0.0.0.0", help="address to listen on")
     _flag(p, "--port", type=int, default=8765, help="public port: WebSocket (/ws), the client")
     _flag(p, "--internal-port", type=int, default=9090,
@@ -164,7 +166,9 @@ def node_config_from(args: argparse.Namespace):
         nats=NatsConfig(urls=tuple(u.strip() for u in args.nats_url.split(",") if u.strip()),
                         replicas=int(args.replicas), history_per_room=int(args.history_per_room),
                         history_max_age=float(args.history_max_age), name=f"roomcast-{node_id}",
-                        streams_mode=args.streams, **nats_credentials_from(args)),
+                        streams_mode=args.streams,
+                        connect_timeout=float(args.nats_connect_timeout),
+                        **nats_credentials_from(args)),
         node_id=node_id,
         host=args.host,
         port=int(args.port),

@@ -44,16 +44,21 @@ try {
 
 
 class AppServer:
-    """The application's own web server: another origin than any node."""
+    """The application's own web server: another origin than any node. ``routes``: path ->
+    (content type, body); anything else gets the test app page."""
 
-    def __init__(self) -> None:
+    def __init__(self, routes: dict[str, tuple[str, bytes]] | None = None) -> None:
+        routes = routes or {}
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                ctype, body = routes.get(self.path.split("?")[0],
+                                         ("text/html; charset=utf-8", APP_PAGE))
                 self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(APP_PAGE)))
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(APP_PAGE)
+                self.wfile.write(body)
 
             def log_message(self, *args) -> None:
                 pass
@@ -126,4 +131,40 @@ async def test_an_app_on_another_origin_uses_the_shipped_client(nats3):
     finally:
         node_a.stop()
         await node_b.stop()
+        app.close()
+
+
+async def test_the_browser_example_of_the_docs_runs(nats3):
+    """docs/browser.md's page, as written but for its NODE line, on an application origin with
+    the token endpoint it fetches from: it connects, joins, publishes and receives."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "browser.md").read_text()
+    page = re.search(r"```html\n(.*?)```", doc, re.S).group(1)
+    node = await start_node(nats3.urls, node_id="node-doc")
+    node_line = 'const NODE = "https://rooms.example.com";'
+    assert node_line in page
+    page = page.replace(node_line, f'const NODE = "http://127.0.0.1:{node.port}";')
+    app = AppServer({"/example.html": ("text/html; charset=utf-8", page.encode()),
+                     "/api/roomcast-token": ("text/plain", token("docs").encode())})
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            try:
+                p = await browser.new_page()
+                logs: list[str] = []
+                p.on("console", lambda m: logs.append(m.text))
+                await p.goto(f"http://localhost:{app.port}/example.html")
+                async with asyncio.timeout(20 * UNIT):
+                    while not any(line.startswith("published ") for line in logs):  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+                    seq = next(line for line in logs if line.startswith("published ")).split()[1]
+                    while f'#{seq} docs: {{"text":"hi"}}' not in logs:  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+                assert "connected node-doc" in logs, logs
+            finally:
+                await browser.close()
+    finally:
+        await node.stop()
         app.close()
