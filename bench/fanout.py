@@ -19,6 +19,7 @@ import msgspec
 from bench.harness import (
     Cluster,
     add_gen_gc_flag,
+    add_user_mode,
     lag_summary,
     machine,
     percentile,
@@ -79,12 +80,11 @@ async def run(args) -> dict:
         lat: list[float] = []
         receivers: list[Receiver] = []
         protos = []
-        tok = cluster.token("bench")
-        path = f"/ws?token={tok}"
+        paths = cluster.paths("member", args.rooms * args.members, args.same_user)
         for i in range(args.rooms * args.members):
             room = i % args.rooms
             r = Receiver(lat)
-            p = await connect("127.0.0.1", ports[i % len(ports)], path, r.on_frame)
+            p = await connect("127.0.0.1", ports[i % len(ports)], paths[i], r.on_frame)
             p.send_text(b'{"type":"join","room":"bench.%d"}' % room)
             receivers.append(r)
             protos.append(p)
@@ -95,7 +95,8 @@ async def run(args) -> dict:
             def on_ack(raw: bytes, room=room) -> None:
                 if raw.startswith(b'{"type":"ack"'):
                     acks[room] += 1
-            pubs.append(await connect("127.0.0.1", ports[room % len(ports)], path, on_ack))
+            pubs.append(await connect("127.0.0.1", ports[room % len(ports)],
+                                      cluster.paths(f"publisher{room}", 1)[0], on_ack))
         tune_generator_gc(args)
         pad = "x" * max(0, args.size - 60)
         sent = 0
@@ -179,6 +180,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.0)
     add_gen_gc_flag(ap)
     ap.add_argument("--size", type=int, default=100, help="approximate message size, bytes")
+    add_user_mode(ap)
     args = ap.parse_args()
     print(f"# fan-out: {args.rooms} rooms x {args.members} members over {args.nodes} nodes, "
           f"NATS {args.nats} servers; {machine()}")

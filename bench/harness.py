@@ -89,6 +89,21 @@ class Cluster:
     def token(self, user: str) -> str:
         return mint_token(self.key, user, ttl=3600)
 
+    def paths(self, prefix: str, n: int, same_user: bool = False) -> list[str]:
+        """``/ws?token=…`` for ``n`` connections: a distinct user each (``prefix-0``, …) — the
+        load real rooms carry (presence, member lists) — or, with ``same_user``, one user for
+        all (the old mode, which presence counts as one member)."""
+        if same_user:
+            return [f"/ws?token={self.token(prefix)}"] * n
+        return [f"/ws?token={self.token(f'{prefix}-{i}')}" for i in range(n)]
+
+
+def add_user_mode(ap) -> None:
+    """The ``--same-user`` flag every scenario with many connections takes."""
+    ap.add_argument("--same-user", action="store_true",
+                    help="every connection logs in as one user (the old mode: presence sees "
+                         "one member); default: a distinct user per connection")
+
     def node_cpu(self) -> float:
         return sum(cpu_seconds(n.proc.pid) for n in self.node_procs)
 

@@ -14,11 +14,11 @@ import argparse
 import asyncio
 import time
 
-from bench.harness import Cluster, lag_summary, machine, rss_bytes
+from bench.harness import Cluster, add_user_mode, lag_summary, machine, rss_bytes
 from bench.wsclient import connect
 
 
-async def run(n: int, hold: float, env: dict | None = None) -> dict:
+async def run(n: int, hold: float, env: dict | None = None, same_user: bool = False) -> dict:
     with Cluster(nodes=1, nats=1, env=env or {}) as cluster:
         node = cluster.node_procs[0]
         await asyncio.sleep(1.0)
@@ -31,10 +31,10 @@ async def run(n: int, hold: float, env: dict | None = None) -> dict:
                 joined += 1
 
         protos = []
-        tok = cluster.token("idle")
+        paths = cluster.paths("idle", n, same_user)
         t0 = time.monotonic()
         for i in range(n):
-            p = await connect("127.0.0.1", node.port, f"/ws?token={tok}", on_frame)
+            p = await connect("127.0.0.1", node.port, paths[i], on_frame)
             p.send_text(b'{"type":"join","room":"idle.%d"}' % (i % 10))
             protos.append(p)
         while joined < n and time.monotonic() - t0 < 120:  # noqa: ASYNC110 - counter from callbacks
@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--hold", type=float, default=2.0,
                     help="seconds the connections stay idle before RSS is read")
     ap.add_argument("--env", nargs="*", default=[], help="NAME=VALUE settings for the node")
+    add_user_mode(ap)
     args = ap.parse_args()
     env = dict(e.split("=", 1) for e in args.env)
     import uvloop
@@ -65,7 +66,7 @@ def main() -> None:
           "loop lag samples / over 5 / 25 / 100 ms |")
     print("|---|---|---|---|---|---|")
     for n in args.connections:
-        r = uvloop.run(run(n, args.hold, env))
+        r = uvloop.run(run(n, args.hold, env, args.same_user))
         print(f"| {n} | {r['joined']} | {r['before'] / 2**20:.1f} | {r['after'] / 2**20:.1f} | "
               f"{r['per_conn'] / 1024:.1f} | {r['lag']} |", flush=True)
 

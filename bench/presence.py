@@ -18,7 +18,7 @@ import time
 
 import nats
 
-from bench.harness import Cluster, machine, percentile
+from bench.harness import Cluster, add_user_mode, machine, percentile
 from bench.wsclient import connect
 
 
@@ -33,14 +33,14 @@ class Churner:
             self.waiter.set_result(None)
 
 
-async def churn(cluster: Cluster, clients: int, duration: float) -> dict:
+async def churn(cluster: Cluster, clients: int, duration: float, same_user: bool = False) -> dict:
     ports = [n.port for n in cluster.node_procs]
-    path = f"/ws?token={cluster.token('churn')}"
+    paths = cluster.paths("churn", clients, same_user)
     loop = asyncio.get_running_loop()
     workers = []
     for i in range(clients):
         ch = Churner()
-        p = await connect("127.0.0.1", ports[i % len(ports)], path, ch.on_frame)
+        p = await connect("127.0.0.1", ports[i % len(ports)], paths[i], ch.on_frame)
         workers.append((ch, p))
     stop_at = time.monotonic() + duration
 
@@ -120,7 +120,7 @@ async def admin_latency(cluster: Cluster, members: int, queries: int = 300) -> d
 async def run(args) -> None:
     print(f"# presence, 2 nodes, NATS 3 servers; {machine()}")
     with Cluster(nodes=2, nats=3) as cluster:
-        c = await churn(cluster, args.churn_clients, args.duration)
+        c = await churn(cluster, args.churn_clients, args.duration, args.same_user)
         print("| churn clients | joins+leaves/s | total | presence empty afterwards |")
         print("|---|---|---|---|")
         print(f"| {args.churn_clients} | {c['ops_per_s']:,.0f} | {c['ops']} | {c['settled_empty']} |")
@@ -138,6 +138,7 @@ def main() -> None:
     ap.add_argument("--churn-clients", type=int, default=200)
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--members", type=int, default=1000)
+    add_user_mode(ap)
     args = ap.parse_args()
     import uvloop
 

@@ -17,7 +17,7 @@ import asyncio
 import signal
 import time
 
-from bench.harness import Cluster, machine, percentile
+from bench.harness import Cluster, add_user_mode, machine, percentile
 from roomcast.client import State, connect
 
 
@@ -26,7 +26,8 @@ async def run(args) -> dict:
     with Cluster(nodes=3, nats=3, env=env) as cluster:
         n1, n2, n3 = cluster.node_procs
         urls = [[n1.url, n2.url, n3.url], [n1.url, n3.url, n2.url]]
-        tok = cluster.token("storm")
+        toks = ([cluster.token("storm")] * args.clients if args.same_user else
+                [cluster.token(f"storm-{i}") for i in range(args.clients)])
         clients, received = [], []
         connected_at: list[list[float]] = [[] for _ in range(args.clients)]
         t0 = time.monotonic()
@@ -35,7 +36,7 @@ async def run(args) -> dict:
                 if state is State.CONNECTED:
                     connected_at[i].append(time.monotonic())
 
-            c = connect(urls[i % 2], tok, shuffle_urls=False, max_buffered_messages=100_000,
+            c = connect(urls[i % 2], toks[i], shuffle_urls=False, max_buffered_messages=100_000,
                         on_state=on_state)
             await c.start()
             clients.append(c)
@@ -52,7 +53,7 @@ async def run(args) -> dict:
         readers = [asyncio.create_task(drain(i, c)) for i, c in enumerate(clients)]
         acked: dict[str, list[int]] = {r: [] for r in rooms}
         stop = asyncio.Event()
-        pubs = [connect(n2.url, tok) for _ in rooms]
+        pubs = [connect(n2.url, cluster.token(f"publisher-{r}")) for r in rooms]
         for p in pubs:
             await p.start()
 
@@ -115,6 +116,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=10.0, help="messages/s per room")
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--env", nargs="*", default=[], help="NAME=VALUE settings for the nodes")
+    add_user_mode(ap)
     args = ap.parse_args()
     import uvloop
 

@@ -25,6 +25,7 @@ import nats.js.errors
 from bench.harness import (
     Cluster,
     add_gen_gc_flag,
+    add_user_mode,
     cpu_seconds,
     machine,
     percentile,
@@ -129,7 +130,7 @@ async def run(args) -> dict:
         n1, n2, n3 = cluster.node_procs
         path = f"/ws?token={cluster.token('storm')}"
         rooms = [f"storm.{r}" for r in range(args.rooms)]
-        if args.distinct_users:  # one user per client instead of one user for all
+        if not args.same_user:  # one user per client (the default), or one user for all
             clients = [RawClient(rooms[i % args.rooms], [],
                                  f"/ws?token={cluster.token(f'storm{i}')}")
                        for i in range(args.clients)]
@@ -210,8 +211,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=10.0)
     ap.add_argument("--env", nargs="*", default=[])
     add_gen_gc_flag(ap)
-    ap.add_argument("--distinct-users", action="store_true",
-                    help="a different user per client (default: all clients are one user)")
+    add_user_mode(ap)
     args = ap.parse_args()
     import uvloop
 

@@ -16,6 +16,14 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Long background scenarios are judged by tests/test_zz_background.py when it runs."""
+    from tests import background
+
+    background.CHECKED_LATER = any(i.nodeid.startswith("tests/test_zz_background.py")
+                                   for i in items)
+
+
 @pytest.fixture(scope="module")
 def nats3():
     """A 3-server JetStream cluster for the test module."""
