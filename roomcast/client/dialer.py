@@ -19,6 +19,10 @@ log = logging.getLogger("roomcast.client")
 
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 
+#: Seconds ``close()`` waits for the node to answer the closing handshake (websockets' default,
+#: 10 s, kept a Ctrl-C'd `roomcast chat` waiting on a node that was slow to answer).
+CLOSE_TIMEOUT = 2.0
+
 
 class Dialer:
     """Rotates over ``urls`` (starting at a random one when ``shuffle``, so that many clients
@@ -48,7 +52,8 @@ class Dialer:
         try:
             return await websockets.connect(
                 url, additional_headers={"Authorization": f"Bearer {await self.token()}"},
-                open_timeout=self._connect_timeout, max_size=None, compression=None)
+                open_timeout=self._connect_timeout, max_size=None, compression=None,
+                close_timeout=CLOSE_TIMEOUT)
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status == 401:

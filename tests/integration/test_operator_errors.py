@@ -73,7 +73,7 @@ async def test_chat_exits_on_ctrl_c(nodes):
             while b"connected" not in await proc.stderr.readline():
                 pass
         proc.send_signal(signal.SIGINT)  # stdin stays open: a blocked read must not hold it
-        await asyncio.wait_for(proc.wait(), 10 * UNIT)
+        await asyncio.wait_for(proc.wait(), 20 * UNIT)
         assert proc.returncode in (0, 130, -signal.SIGINT)
     finally:
         if proc.returncode is None:
