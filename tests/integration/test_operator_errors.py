@@ -67,7 +67,10 @@ async def test_chat_exits_on_ctrl_c(nodes):
         sys.executable, "-m", "roomcast", "chat", "lobby-ctrl-c",
         "--url", f"ws://127.0.0.1:{a.port}/ws", "--token", token("cc"),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, "ROOMCAST_DEV_ENV": os.devnull})
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "ROOMCAST_DEV_ENV": os.devnull},
+        # As from a terminal: a suite started in the background (`make test &`, CI runners)
+        # has SIGINT ignored, and a child would inherit that and rightly ignore Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         async with asyncio.timeout(30 * UNIT):
             while b"connected" not in await proc.stderr.readline():
