@@ -98,12 +98,6 @@ class Cluster:
         return [f"/ws?token={self.token(f'{prefix}-{i}')}" for i in range(n)]
 
 
-def add_user_mode(ap) -> None:
-    """The ``--same-user`` flag every scenario with many connections takes."""
-    ap.add_argument("--same-user", action="store_true",
-                    help="every connection logs in as one user (the old mode: presence sees "
-                         "one member); default: a distinct user per connection")
-
     def node_cpu(self) -> float:
         return sum(cpu_seconds(n.proc.pid) for n in self.node_procs)
 
@@ -184,3 +178,10 @@ def tune_generator_gc(args) -> None:
         from roomcast.node.lean import tune_gc
 
         tune_gc()
+
+
+def add_user_mode(ap) -> None:
+    """The ``--same-user`` flag every scenario with many connections takes."""
+    ap.add_argument("--same-user", action="store_true",
+                    help="every connection logs in as one user (the old mode: presence sees "
+                         "one member); default: a distinct user per connection")
