@@ -161,8 +161,11 @@ async def run(args) -> dict:
                 rid += 1
                 fut = asyncio.get_running_loop().create_future()
                 waiters[rid] = (room, fut)
-                pub.send_text(json.dumps({"type": "publish", "room": room, "rid": rid,
-                                          "data": {"t": time.time()}}).encode())
+                try:
+                    pub.send_text(json.dumps({"type": "publish", "room": room, "rid": rid,
+                                              "data": {"t": time.time()}}).encode())
+                except RuntimeError:
+                    return  # the publisher's connection closed at the end of the run
                 await fut
                 await asyncio.sleep(1.0 / args.rate)
 
