@@ -15,9 +15,15 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import h11
+
+from roomcast.node import console, web
+
+if TYPE_CHECKING:
+    from roomcast.node.server import Node
 
 log = logging.getLogger("roomcast.node.internal")
 
@@ -172,3 +178,33 @@ class InternalServer:
         if self._api is None:
             return 503, JSON, b'{"error":{"code":"unavailable","message":"no server API here"}}'
         return await self._api(path[1:], body)
+
+
+# -- what a node answers here ------------------------------------------------------------
+
+
+async def answer_get(node: Node, path: str) -> Reply:
+    """GETs of the internal port: health, readiness, metrics."""
+    if path == "/healthz":
+        return 200, "text/plain; charset=utf-8", b"ok\n"
+    if path == "/readyz":
+        ready, why = await node.readiness()
+        return (200 if ready else 503), "text/plain; charset=utf-8", why.encode() + b"\n"
+    if path == "/metrics":
+        return 200, "text/plain; version=0.0.4", node.metrics.render()
+    if path in web.CONSOLE:
+        # The page holds no data: everything it shows comes from /admin/* and /api/*,
+        # which need the API key (typed into the page, kept in the tab's sessionStorage).
+        name, ctype = web.CONSOLE[path]
+        return 200, ctype, web.static_body(name)
+    return 404, "text/plain; charset=utf-8", b"not found\n"
+
+async def answer_post(node: Node, path: str, body: bytes) -> Reply:
+    """``api/<method>`` (the server API) and ``admin/<what>`` (the operator console's
+    questions and actions, ``node/console.py``), behind the API key."""
+    if node._api is None or node.control is None:
+        return 503, "application/json", b'{"error":{"code":"unavailable","message":"starting"}}'
+    if path.startswith("admin/"):
+        return await console.answer(node, path[len("admin/"):], body)
+    status, reply = await node._api.answer(path[len("api/"):], body)
+    return status, "application/json", reply

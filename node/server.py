@@ -9,6 +9,7 @@ kept fresh by a background check (``docs/deploy.md``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import random
@@ -16,8 +17,6 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
-from http import HTTPStatus
-from urllib.parse import urlsplit
 
 import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -29,13 +28,14 @@ from roomcast.backplane import streams, subjects
 from roomcast.backplane.base import Backplane
 from roomcast.backplane.nats import NatsBackplane
 from roomcast.config import NodeConfig
-from roomcast.errors import AuthError, ConfigError
+from roomcast.errors import ConfigError
 from roomcast.jwks import JwksKeys
-from roomcast.node import console, sweeps, web
+from roomcast.node import handshake, internal, sweeps
 from roomcast.node.api import ServerApi
 from roomcast.node.connection import Connection, wait_all
 from roomcast.node.control import Control
 from roomcast.node.handover import Handover
+from roomcast.node.handshake import WS_PATH
 from roomcast.node.internal import ApiKeys, InternalServer
 from roomcast.node.lean import slim_connection, tune_gc
 from roomcast.node.metrics import NodeMetrics, probe_loop_lag
@@ -53,7 +53,6 @@ log = logging.getLogger("roomcast.node")
 #: connections (one user with thousands of tabs must not make every join carry them all).
 LIST_CONNECTIONS_FACTOR = 4
 
-WS_PATH = "/ws"
 #: Seconds a drain may run past its deadline: the steps that end by force (aborting clients
 #: that never answered the close, closing NATS) are given this much, no more.
 FORCED_STOP_SECONDS = 2.0
@@ -214,7 +213,8 @@ class Node:
             backlog=cfg.listen_backlog,
         )
         self._port = self._server.sockets[0].getsockname()[1]
-        self._internal = InternalServer(self._internal_get, self._internal_post,
+        self._internal = InternalServer(functools.partial(internal.answer_get, self),
+                                        functools.partial(internal.answer_post, self),
                                         ApiKeys(cfg.api_key_file), max_body=cfg.max_frame + 4096)
         self._internal_port = await self._internal.start(cfg.internal_host or cfg.host,
                                                          cfg.internal_port)
@@ -376,32 +376,6 @@ class Node:
 
     # -- HTTP and handshake ----------------------------------------------------------
 
-    async def _internal_get(self, path: str) -> tuple[int, str, bytes]:
-        """GETs of the internal port: health, readiness, metrics."""
-        if path == "/healthz":
-            return 200, "text/plain; charset=utf-8", b"ok\n"
-        if path == "/readyz":
-            ready, why = await self.readiness()
-            return (200 if ready else 503), "text/plain; charset=utf-8", why.encode() + b"\n"
-        if path == "/metrics":
-            return 200, "text/plain; version=0.0.4", self.metrics.render()
-        if path in web.CONSOLE:
-            # The page holds no data: everything it shows comes from /admin/* and /api/*,
-            # which need the API key (typed into the page, kept in the tab's sessionStorage).
-            name, ctype = web.CONSOLE[path]
-            return 200, ctype, web.static_body(name)
-        return 404, "text/plain; charset=utf-8", b"not found\n"
-
-    async def _internal_post(self, path: str, body: bytes) -> tuple[int, str, bytes]:
-        """``api/<method>`` (the server API) and ``admin/<what>`` (the operator console's
-        questions and actions, ``node/console.py``), behind the API key."""
-        if self._api is None or self.control is None:
-            return 503, "application/json", b'{"error":{"code":"unavailable","message":"starting"}}'
-        if path.startswith("admin/"):
-            return await console.answer(self, path[len("admin/"):], body)
-        status, reply = await self._api.answer(path[len("api/"):], body)
-        return status, "application/json", reply
-
     def stats(self) -> dict:
         """What the operator console shows per node (counters; it computes the rates)."""
         m = self.metrics
@@ -437,54 +411,7 @@ class Node:
             self.spawn(conn.drain_close(random.randint(0, 250), reason="stream recreated"))
 
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        url = urlsplit(request.path)
-        path = url.path
-        if path in web.STATIC:
-            origins, hosts = request.headers.get_all("Origin"), request.headers.get_all("Host")
-            allow = (origins[0] if len(origins) == 1 and len(hosts) <= 1
-                     and web.origin_allowed(origins[0], hosts[0] if hosts else "",
-                                            self.config.allowed_origins) else None)
-            return web.static(path, allow_origin=allow)
-        if path != WS_PATH:
-            return web.text(HTTPStatus.NOT_FOUND, "not found\n")
-        for name in ("Authorization", "Origin", "Host"):
-            if len(request.headers.get_all(name)) > 1:
-                self.metrics.auth_failures.inc()
-                return web.text(HTTPStatus.BAD_REQUEST, f"more than one {name} header\n")
-        origin = request.headers.get("Origin")
-        refusal = await self._refusal(request, url.query, origin, conn)
-        if refusal is None:
-            return None
-        status, code, reason, extra = refusal
-        if origin is None:
-            return web.text(status, reason + "\n", extra)
-        # A browser cannot read the status of a refused upgrade: it gets the upgrade, then a
-        # close with a code and reason it can show (docs/protocol.md §1). No session exists.
-        conn.roomcast_identity = None
-        conn.roomcast_refusal = (code, reason)
-        return None
-
-    async def _refusal(self, request: Request, query: str, origin: str | None,
-                       conn: ServerConnection):
-        """Why this upgrade is refused, as (HTTP status, close code, reason, headers); or None
-        (then ``conn.roomcast_identity`` holds who it is)."""
-        if origin is not None and not web.origin_allowed(origin, request.headers.get("Host", ""),
-                                                         self.config.allowed_origins):
-            self.metrics.auth_failures.inc()
-            return HTTPStatus.FORBIDDEN, CloseCode.ORIGIN_NOT_ALLOWED, "origin not allowed", None
-        if self.draining:
-            return (HTTPStatus.SERVICE_UNAVAILABLE, CloseCode.NODE_UNAVAILABLE, "node draining",
-                    None)
-        limit = self.config.max_connections
-        if limit and len(self.connections) >= limit:
-            return HTTPStatus.SERVICE_UNAVAILABLE, CloseCode.NODE_UNAVAILABLE, "node full", None
-        try:
-            conn.roomcast_identity = await self.authenticate(web.token_from(request, query))
-        except AuthError as exc:
-            self.metrics.auth_failures.inc()
-            return (HTTPStatus.UNAUTHORIZED, CloseCode.UNAUTHORIZED, exc.reason,
-                    [("WWW-Authenticate", 'Bearer realm="roomcast"')])
-        return None
+        return await handshake.process_request(self, conn, request)
 
     async def authenticate(self, token: str | None) -> Identity:
         """Verify a client's JWT (at the handshake and for ``refresh``).
