@@ -192,3 +192,13 @@ class AckError(Exception):
 def expire(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError("no JetStream ack in time"))
+
+
+async def unsubscribe_quietly(sub) -> None:
+    """Unsubscribe ``sub`` if there is one; a connection that is reconnecting or closed has
+    nothing to unsubscribe from."""
+    if sub is not None:
+        try:
+            await sub.unsubscribe()
+        except nats.errors.Error:
+            pass

@@ -19,6 +19,7 @@ import msgspec
 import nats.errors
 
 from roomcast import protocol as p
+from roomcast.backplane.natsclient import unsubscribe_quietly
 from roomcast.errors import BackplaneError, PublishError
 from roomcast.node import history
 from roomcast.node.control import ControlRequest
@@ -130,11 +131,7 @@ class ServerApi:
         self._sub = await self.nc.subscribe(API_PREFIX + "*", queue=API_QUEUE, cb=self._on_request)
 
     async def close(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except nats.errors.Error:
-                pass
+        await unsubscribe_quietly(self._sub)
 
     async def _on_request(self, msg) -> None:
         # nats-py runs a subscription's callbacks one after another: each request is served

@@ -280,10 +280,7 @@ class Connection:
                     elif isinstance(action, DoJoin):
                         await self._join(action)
                     elif isinstance(action, DoLeave):
-                        if self.node.presence is not None:
-                            self.node.presence.untrack(action.room, self.peer.conn_id)
-                        await self.node.rooms.leave(self, action.room)
-                        self.send_frame(p.left(action.room, action.rid, self.resume_token()))
+                        await self._leave_room(action.room, action.rid)
                     elif isinstance(action, DoResume):
                         await self._resume(action)
                     elif isinstance(action, DoHistory):
@@ -390,10 +387,15 @@ class Connection:
         that no longer allows it, the server API's ``unsubscribe``): a ``left`` frame with the
         reason."""
         self.peer.rooms.discard(room)
+        await self._leave_room(room, None, reason)
+
+    async def _leave_room(self, room: str, rid: p.Rid, reason: str | None = None) -> None:
+        """Out of the room's presence and membership, then ``left`` (the peer has already
+        dropped the room)."""
         if self.node.presence is not None:
             self.node.presence.untrack(room, self.peer.conn_id)
         await self.node.rooms.leave(self, room)
-        self.send_frame(p.left(room, None, self.resume_token(), reason=reason))
+        self.send_frame(p.left(room, rid, self.resume_token(), reason=reason))
 
     async def _join(self, a: DoJoin) -> None:
         try:

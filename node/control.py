@@ -28,6 +28,7 @@ import nats.errors
 import nats.js.errors
 
 from roomcast.backplane import subjects
+from roomcast.backplane.natsclient import unsubscribe_quietly
 from roomcast.protocol import CloseCode
 
 if TYPE_CHECKING:
@@ -72,11 +73,7 @@ class Control:
         await self.load_bans()
 
     async def close(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except nats.errors.Error:
-                pass
+        await unsubscribe_quietly(self._sub)
 
     # -- bans --------------------------------------------------------------------------
 

@@ -12,10 +12,10 @@ import time
 from typing import TYPE_CHECKING
 
 import msgspec
-import nats.errors
 from nats.aio.msg import Msg
 
 from roomcast.backplane import subjects
+from roomcast.backplane.natsclient import unsubscribe_quietly
 from roomcast.errors import ConfigError
 from roomcast.protocol import MAX_DEPTH, too_deep
 
@@ -99,11 +99,7 @@ class AdminService:
         await msg.respond(_enc.encode(reply))
 
     async def close(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except nats.errors.Error:  # reconnecting or closed: nothing to unsubscribe from
-                pass
+        await unsubscribe_quietly(self._sub)
 
 
 async def query(nats_urls: list[str], what: str, arg: str | None = None,

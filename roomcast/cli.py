@@ -228,75 +228,6 @@ def cmd_streams(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _server_api(args: argparse.Namespace):
-    from roomcast.api import ServerApi
-    from roomcast.backplane.nats import NatsConfig
-
-    nats = NatsConfig(urls=tuple(u.strip() for u in args.nats_url.split(",") if u.strip()),
-                      **nats_credentials_from(args))
-    return ServerApi(list(nats.urls), max_reconnect_attempts=2, connect_timeout=3,
-                     **nats.connect_options())
-
-
-def cmd_publish(args: argparse.Namespace) -> int:
-    """``roomcast publish ROOM JSON``: prints the stored message's seq."""
-    import json
-
-    try:
-        data = json.loads(args.json)
-    except ValueError as exc:
-        raise ConfigError("json", f"not JSON: {exc}") from None
-
-    async def go() -> int:
-        async with _server_api(args) as api:
-            return await api.publish(args.room, data, id=args.id, sender=args.sender)
-
-    print(_run(go()))
-    return 0
-
-
-def cmd_history(args: argparse.Namespace) -> int:
-    """``roomcast history ROOM``: one JSON message per line, as the API returns them."""
-    import json
-
-    async def go() -> dict:
-        async with _server_api(args) as api:
-            return await api.history(args.room, before=args.before, after=args.after,
-                                     limit=args.limit)
-
-    page = _run(go())
-    for m in page["messages"]:
-        print(json.dumps(m))
-    if page["more"]:
-        print("# more: page on with --before (or --after) the last seq", file=sys.stderr)
-    return 0
-
-
-def cmd_disconnect(args: argparse.Namespace) -> int:
-    """``roomcast disconnect USER``: prints how many connections were closed."""
-    async def go() -> dict:
-        async with _server_api(args) as api:
-            return await api.disconnect(args.user, conn=args.conn, ban=args.ban,
-                                        reason=args.reason)
-
-    reply = _run(go())
-    print(f"closed {reply['closed']} connection(s) on {reply['nodes']} node(s)"
-          + (" (banned: resume tokens revoked)" if reply["banned"] else ""))
-    return 0
-
-
-def cmd_unsubscribe(args: argparse.Namespace) -> int:
-    """``roomcast unsubscribe USER ROOM``: prints how many connections left the room."""
-    async def go() -> dict:
-        async with _server_api(args) as api:
-            return await api.unsubscribe(args.user, args.room)
-
-    reply = _run(go())
-    print(f"removed {reply['removed']} connection(s) from {args.room} "
-          f"on {reply['nodes']} node(s)")
-    return 0
-
-
 def cmd_token(args: argparse.Namespace) -> int:
     from roomcast.auth import mint_token
 
@@ -426,40 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="seconds to wait for JetStream to be available")
     p_streams.set_defaults(func=cmd_streams)
 
-    p_pub = sub.add_parser("publish", help="store a message in a room (server API)")
-    p_pub.add_argument("room")
-    p_pub.add_argument("json", help="the message's data, as JSON")
-    p_pub.add_argument("--id", default=None, help="idempotency key")
-    p_pub.add_argument("--from", dest="sender", default=None, help="sender (default backend)")
-    _flag(p_pub, "--nats-url", default="nats://127.0.0.1:4222", help="NATS URL(s)")
-    add_nats_credential_flags(p_pub)
-    p_pub.set_defaults(func=cmd_publish)
+    from roomcast import apicli  # its commands use this module's flag helpers
 
-    p_hist = sub.add_parser("history", help="a room's retained messages (server API)")
-    p_hist.add_argument("room")
-    p_hist.add_argument("--before", type=int, default=None)
-    p_hist.add_argument("--after", type=int, default=None)
-    p_hist.add_argument("--limit", type=int, default=100)
-    _flag(p_hist, "--nats-url", default="nats://127.0.0.1:4222", help="NATS URL(s)")
-    add_nats_credential_flags(p_hist)
-    p_hist.set_defaults(func=cmd_history)
-
-    p_disc = sub.add_parser("disconnect", help="close a user's connections (server API)")
-    p_disc.add_argument("user")
-    p_disc.add_argument("--conn", default=None, help="only this connection id")
-    p_disc.add_argument("--ban", action="store_true",
-                        help="close with 4502 and revoke the user's resume tokens")
-    p_disc.add_argument("--reason", default=None, help="close reason (at most 100 characters)")
-    _flag(p_disc, "--nats-url", default="nats://127.0.0.1:4222", help="NATS URL(s)")
-    add_nats_credential_flags(p_disc)
-    p_disc.set_defaults(func=cmd_disconnect)
-
-    p_unsub = sub.add_parser("unsubscribe", help="take a user out of a room (server API)")
-    p_unsub.add_argument("user")
-    p_unsub.add_argument("room")
-    _flag(p_unsub, "--nats-url", default="nats://127.0.0.1:4222", help="NATS URL(s)")
-    add_nats_credential_flags(p_unsub)
-    p_unsub.set_defaults(func=cmd_unsubscribe)
+    apicli.add_commands(sub)
 
     p_tok = sub.add_parser("token", help="mint a development JWT")
     p_tok.add_argument("--user", required=True)
