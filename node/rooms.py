@@ -114,6 +114,8 @@ class RoomRegistry:
         self._tasks: set[asyncio.Task] = set()
         self._dirty: list[Room] = []
         self._request_flush = request_flush or self._flush_soon
+        #: Called with a room's name when its last local member left (the presence feed).
+        self.on_room_gone: Callable[[str], None] | None = None
 
     # -- membership ------------------------------------------------------------------
 
@@ -169,6 +171,8 @@ class RoomRegistry:
             if len(room) == 0 and self.rooms.get(name) is room:
                 del self.rooms[name]
                 self.cache.drop(name)
+                if self.on_room_gone is not None:
+                    self.on_room_gone(name)
                 self.metrics.rooms.set(len(self.rooms))
                 if room.subscribed:
                     room.subscribed = False

@@ -18,7 +18,6 @@ import signal
 import time
 from collections.abc import Callable
 
-import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
@@ -40,18 +39,16 @@ from roomcast.node.internal import ApiKeys, InternalServer
 from roomcast.node.lean import slim_connection, tune_gc
 from roomcast.node.metrics import NodeMetrics, probe_loop_lag
 from roomcast.node.peer import Peer, PeerLimits
+from roomcast.node.presence_out import PresenceOut
 from roomcast.node.replaycache import ReplayCache
 from roomcast.node.rooms import RoomRegistry
 from roomcast.presence.admin import AdminService
+from roomcast.presence.feed import FeedOptions, PresenceFeed
 from roomcast.presence.tracker import PresenceTracker
 from roomcast.protocol import CloseCode
 from roomcast.resume import ResumeSigner
 
 log = logging.getLogger("roomcast.node")
-
-#: ``members`` is listed up to ``--presence-list-max`` users and this many times as many
-#: connections (one user with thousands of tabs must not make every join carry them all).
-LIST_CONNECTIONS_FACTOR = 4
 
 #: Seconds a drain may run past its deadline: the steps that end by force (aborting clients
 #: that never answered the close, closing NATS) are given this much, no more.
@@ -106,6 +103,7 @@ class Node:
         self.resume = ResumeSigner(config.effective_resume_keys(), config.resume_ttl)
         self.instance = f"{config.node_id}.{secrets.token_hex(2)}"
         self.presence: PresenceTracker | None = None
+        self.presence_out: PresenceOut | None = None
         self._admin: AdminService | None = None
         self._api: ServerApi | None = None
         self.control: Control | None = None
@@ -156,6 +154,11 @@ class Node:
                 self.backplane.nc, self.backplane.store_begin, node_id=cfg.node_id,
                 instance=self.instance, config=cfg.presence, replicas=cfg.nats.replicas,
                 on_transitions=self._on_presence, close_conn=self._close_resumed)
+            pc = cfg.presence
+            feed_options = FeedOptions(threshold=pc.list_max)
+            self.presence_out = PresenceOut(PresenceFeed(
+                self.presence.state, interval=pc.diff_interval, count_interval=pc.count_interval,
+                options_for=lambda room: feed_options), self.rooms)
             await self.presence.start()
             self.handover.presence = self.presence
             self.metrics.watch_event_log(self.presence.events)
@@ -281,6 +284,8 @@ class Node:
             await self.control.close()
         if self.presence is not None:
             await asyncio.sleep(0.05)  # let the last leave deltas go out
+            if self.presence_out is not None:
+                self.presence_out.close()
             await self.presence.close(flush_seconds=deadline.left())
         await self.backplane.close(within=max(0.1, deadline.left()))
         if self._internal is not None:
@@ -309,8 +314,8 @@ class Node:
     # -- presence --------------------------------------------------------------------
 
     def _on_presence(self, transitions) -> None:
-        for t in transitions:
-            self.rooms.broadcast(t.room, p.presence(t.room, t.op.value, t.user, t.conn.meta()))
+        if self.presence_out is not None:
+            self.presence_out.on_transitions(transitions)
 
     def _close_resumed(self, conn_id: str) -> None:
         conn = self.by_conn_id.get(conn_id)
@@ -328,15 +333,10 @@ class Node:
             conn.leave_presence()
 
     def presence_summary(self, room: str) -> dict | None:
-        if self.presence is None:
+        """The ``presence`` of ``joined``/``resumed``/``welcome.rooms`` (§4.2)."""
+        if self.presence_out is None:
             return None
-        state = self.presence.state
-        users = state.user_count(room)
-        out: dict = {"users": users, "connections": state.conn_count(room)}
-        list_max = self.presence.config.list_max
-        if users <= list_max and out["connections"] <= LIST_CONNECTIONS_FACTOR * list_max:
-            out["members"] = msgspec.Raw(state.members_json(room))
-        return out
+        return self.presence_out.feed.summary(room)
 
     async def __aenter__(self) -> Node:
         await self.start()

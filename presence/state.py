@@ -14,6 +14,7 @@ origin for a snapshot of its connections, applied with :meth:`PresenceState.appl
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,9 @@ from typing import Any
 import msgspec
 
 _enc = msgspec.json.Encoder().encode
+
+#: Member lists (``joined``, ``presence_state``) name at most this many connections per user.
+LIST_CONNS_PER_USER = 8
 
 
 class Op(enum.StrEnum):
@@ -82,6 +86,7 @@ class PresenceState:
         # (room, user) -> that user's part of the room's member list, encoded; built when a
         # list first needs it, dropped when the user's connections in the room change
         self._user_json: dict[tuple[str, str], bytes] = {}
+        self._conn_counts: dict[str, int] = {}  # room -> connections (kept, not summed)
 
     # -- local changes -----------------------------------------------------------------
 
@@ -171,7 +176,8 @@ class PresenceState:
                 for user, conns in self._rooms.get(room, {}).items()}
 
     def members_json(self, room: str) -> bytes:
-        """:meth:`members` as JSON, assembled from each user's part, encoded once and kept
+        """:meth:`members` as JSON (each user's first ``LIST_CONNS_PER_USER`` connections:
+        a user with thousands of tabs must not ride on every join), assembled from each user's part, encoded once and kept
         (extended on a join, dropped on a leave) while that user is in the room: every join
         and resume carries the room's list, and a resume storm asks for it once per client."""
         cache = self._user_json
@@ -179,8 +185,9 @@ class PresenceState:
         for user, conns in self._rooms.get(room, {}).items():
             part = cache.get((room, user))
             if part is None:
-                part = cache[(room, user)] = b"%s:[%s]" % (
-                    _enc(user), b",".join([_enc(c.meta()) for c in conns.values()]))
+                part = cache[(room, user)] = b"%s:[%s]" % (_enc(user), b",".join(
+                    [_enc(c.meta()) for c in itertools.islice(conns.values(),
+                                                              LIST_CONNS_PER_USER)]))
             parts.append(part)
         return b"{%s}" % b",".join(parts)
 
@@ -188,7 +195,7 @@ class PresenceState:
         return len(self._rooms.get(room, ()))
 
     def conn_count(self, room: str) -> int:
-        return sum(len(c) for c in self._rooms.get(room, {}).values())
+        return self._conn_counts.get(room, 0)
 
     def rooms(self) -> dict[str, tuple[int, int]]:
         """room -> (users, connections)."""
@@ -223,11 +230,13 @@ class PresenceState:
         conns[c.conn] = c
         self._index[(c.room, c.conn)] = c
         key = (c.room, c.user)
+        self._conn_counts[c.room] = self._conn_counts.get(c.room, 0) + 1
         part = self._user_json.get(key)
-        if part is not None:
+        if part is not None and len(conns) <= LIST_CONNS_PER_USER:
             # Extend the user's kept part (it lists the connections in insertion order, as
             # the dict does) instead of re-encoding all of them: a resume storm adds a
-            # user's connections one by one and asks for the list after each.
+            # user's connections one by one and asks for the list after each. (A full part,
+            # LIST_CONNS_PER_USER connections, stays as it is.)
             self._user_json[key] = b"%s,%s]" % (part[:-1], _enc(c.meta()))
         self._by_node.setdefault(c.node, {}).setdefault(c.conn, set()).add(c.room)
         return [Transition(Op.JOIN, c.room, c.user, c)] if first else []
@@ -238,6 +247,7 @@ class PresenceState:
             return []
         conns = users[c.user]
         del conns[c.conn]
+        self._conn_counts[c.room] -= 1
         self._index.pop((c.room, c.conn), None)
         self._user_json.pop((c.room, c.user), None)
         node_conns = self._by_node.get(c.node, {})
@@ -251,4 +261,5 @@ class PresenceState:
         del users[c.user]
         if not users:
             del self._rooms[c.room]
+            del self._conn_counts[c.room]
         return [Transition(Op.LEAVE, c.room, c.user, c)]

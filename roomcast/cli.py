@@ -135,7 +135,11 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "--presence-timeout", type=float, default=5.0,
           help="seconds without heartbeat before a node's connections are removed (<= 10)")
     _flag(p, "--presence-list-max", type=int, default=100,
-          help="joined lists members up to this many users, else counts only")
+          help="rooms list members (joined, presence_diff) up to this many users, else counts")
+    _flag(p, "--presence-interval", type=float, default=0.1,
+          help="seconds a room's presence changes are batched into one presence_diff")
+    _flag(p, "--presence-count-interval", type=float, default=1.0,
+          help="at most one presence_count per big room this often, seconds")
     _flag(p, "--allowed-origins", default="",
           help="origins allowed to open WebSockets besides the node's own, comma-separated "
                "('*': any; empty: localhost only)")
@@ -195,7 +199,9 @@ def node_config_from(args: argparse.Namespace):
         presence=PresenceConfig(heartbeat_interval=float(args.presence_heartbeat),
                                 timeout=float(args.presence_timeout),
                                 list_max=int(args.presence_list_max),
-                                events_max_age=float(args.presence_events_max_age))
+                                events_max_age=float(args.presence_events_max_age),
+                                diff_interval=float(args.presence_interval),
+                                count_interval=float(args.presence_count_interval))
         if _bool(args.presence) else None,
         allowed_origins=tuple(o.strip() for o in args.allowed_origins.split(",") if o.strip()),
     )

@@ -320,11 +320,6 @@ def resumed(rooms: dict[str, dict], rid: Rid, resume_token: str) -> bytes:
                             rid))
 
 
-def presence(room: str, event: str, user: str, conn: dict) -> bytes:
-    return encode({"type": "presence", "room": room, "event": event, "user": user,
-                   "conn": conn})
-
-
 def reconnect(resume_token: str, retry_after_ms: int, reason: str) -> bytes:
     return encode({"type": "reconnect", "resume_token": resume_token,
                    "retry_after_ms": retry_after_ms, "reason": reason})

@@ -109,8 +109,10 @@ if (!token) {
 
   client.addEventListener("presence", (e) => {
     const f = e.detail;
-    if (f.room === room && (f.event === "join" || f.event === "leave")) {
-      notice(`${f.user} ${f.event === "join" ? "joined" : "left"}`);
+    if (f.room !== room) return;
+    if (!f.sync) {
+      for (const u of f.joined) notice(`${u} joined`);
+      for (const u of f.left) notice(`${u} left`);
     }
     renderMembers();
   });
@@ -118,8 +120,9 @@ if (!token) {
   function renderMembers() {
     if (!client.ready) return;
     const users = client.membersOf(room);
-    $("count").textContent = String(users.length);
-    $("members").replaceChildren(...users.map((u) => {
+    const counts = client.countsOf(room);
+    $("count").textContent = String(users ? users.length : counts?.users ?? 0);
+    $("members").replaceChildren(...(users ?? []).map((u) => {
       const li = document.createElement("li");
       li.dataset.user = u;
       li.textContent = u;

@@ -26,6 +26,43 @@ export function retryable(code) {
 /** Close codes of a refused upgrade that retrying cannot fix (docs/protocol.md §1, §6). */
 export const REFUSALS = { 4510: "unauthorized", 4511: "origin_not_allowed" };
 
+/**
+ * Apply a presence frame (docs/protocol.md §4.10) to a room's view
+ * `{members: Map(user -> conn[]) | null, users, connections}` (members null: the room is too big
+ * to list, counts only). Returns the users it added to and removed from the list. The Python
+ * client's RoomPresence.apply is the same rule; both are property-tested.
+ */
+export function applyPresence(view, f) {
+  if (f.users !== undefined) view.users = f.users;
+  if (f.connections !== undefined) view.connections = f.connections;
+  if (f.type === "presence_count") {
+    view.members = null;
+    return { joined: [], left: [] };
+  }
+  if (f.type === "presence_state") {
+    const old = view.members ?? new Map();
+    view.members = new Map(Object.entries(f.members ?? {}));
+    return { joined: [...view.members.keys()].filter((u) => !old.has(u)),
+             left: [...old.keys()].filter((u) => !view.members.has(u)) };
+  }
+  if (f.type !== "presence_diff" || view.members === null) return { joined: [], left: [] };
+  const left = Object.keys(f.leaves ?? {}).filter((u) => view.members.delete(u));
+  const joined = [];
+  for (const [user, conn] of Object.entries(f.joins ?? {})) {
+    if (!view.members.has(user)) {
+      view.members.set(user, [conn]);
+      joined.push(user);
+    }
+  }
+  return { joined, left };
+}
+
+/** A room's view from the `presence` of joined/resumed/welcome.rooms. */
+export function presenceView(summary) {
+  return { members: summary.members ? new Map(Object.entries(summary.members)) : null,
+           users: summary.users ?? 0, connections: summary.connections ?? 0 };
+}
+
 export class RoomcastError extends Error {
   constructor(code, message, { temporary = false, room = null } = {}) {
     super(`${code}: ${message}`);
@@ -63,7 +100,7 @@ export class RoomcastClient extends EventTarget {
     this.rooms = new Map(); // room -> {position, waiters: [], repairing}
     this.pending = new Map(); // msg id -> {room, data, resolve, reject, sentOn}
     this.requests = new Map(); // rid -> {kind, key, resolve, reject}
-    this.members = new Map(); // room -> Map(user -> conn meta[])
+    this.presence = new Map(); // room -> {members: Map(user -> conn meta[]) | null, users, connections}
     this.rid = 0;
     this.session = 0;
     this.sessions = 0;
@@ -130,7 +167,7 @@ export class RoomcastClient extends EventTarget {
     const state = this.rooms.get(room);
     if (!state) return;
     this.rooms.delete(room);
-    this.members.delete(room);
+    this.presence.delete(room);
     for (const w of state.waiters) w.reject(new RoomcastError("left", "left before joined"));
     if (this.ready) {
       try {
@@ -193,9 +230,18 @@ export class RoomcastClient extends EventTarget {
     }
   }
 
-  /** Users present in `room` (cluster-wide), as last reported by the server. */
+  /** Users present in `room` (cluster-wide), as last reported by the server; null when the
+   * room has more users than the server lists (see `countsOf`). */
   membersOf(room) {
-    return [...(this.members.get(room)?.keys() ?? [])].sort();
+    const members = this.presence.get(room)?.members;
+    if (members === null) return null;
+    return [...(members?.keys() ?? [])].sort();
+  }
+
+  /** `{users, connections}` in `room` (cluster-wide), or null before it is joined. */
+  countsOf(room) {
+    const view = this.presence.get(room);
+    return view ? { users: view.users, connections: view.connections } : null;
   }
 
   // -- connection loop ----------------------------------------------------------------
@@ -245,7 +291,7 @@ export class RoomcastClient extends EventTarget {
           let state = this.rooms.get(room);
           if (!state) this.rooms.set(room, (state = { position: null, waiters: [], repairing: false }));
           if (state.position === null) state.position = outcome.seq;
-          if (outcome.presence) this._setMembers(room, outcome.presence);
+          if (outcome.presence) this._setPresence(room, outcome.presence);
           given[room] = outcome;
         }
         // Keep the previous session's token until `resumed` replaces it (a welcome token names
@@ -319,7 +365,7 @@ export class RoomcastClient extends EventTarget {
         continue;
       }
       this._advance(state, outcome.seq, outcome.recovered);
-      if (outcome.presence) this._setMembers(room, outcome.presence);
+      if (outcome.presence) this._setPresence(room, outcome.presence);
     }
     for (const [room, state] of this.rooms) {
       if (room in resumed) continue;
@@ -398,7 +444,9 @@ export class RoomcastClient extends EventTarget {
         return this._onReply(f);
       case "refresh_needed":
         return this._refresh();
-      case "presence":
+      case "presence_diff":
+      case "presence_count":
+      case "presence_state":
         return this._onPresence(f);
       case "error":
         return this._onError(f);
@@ -434,7 +482,7 @@ export class RoomcastClient extends EventTarget {
     const req = this.requests.get(f.rid);
     this.requests.delete(f.rid);
     if (f.type === "left" && f.reason && this.rooms.delete(f.room)) {
-      this.members.delete(f.room);
+      this.presence.delete(f.room);
       this.dispatchEvent(new CustomEvent("left", { detail: { room: f.room, reason: f.reason } }));
     }
     if (f.type === "refreshed") this.tokenExpires = f.exp;
@@ -442,7 +490,7 @@ export class RoomcastClient extends EventTarget {
       const state = this.rooms.get(f.room);
       if (state) {
         this._advance(state, f.seq, f.recovered);
-        if (f.presence) this._setMembers(f.room, f.presence);
+        if (f.presence) this._setPresence(f.room, f.presence);
         const waiters = state.waiters;
         state.waiters = [];
         for (const w of waiters) w.resolve(f);
@@ -452,17 +500,30 @@ export class RoomcastClient extends EventTarget {
   }
 
   _onPresence(f) {
-    const users = this.members.get(f.room) ?? new Map();
-    this.members.set(f.room, users);
-    if (f.event === "join") users.set(f.user, [f.conn]);
-    else users.delete(f.user);
-    this.dispatchEvent(new CustomEvent("presence", { detail: f }));
+    const view = this.presence.get(f.room);
+    if (!view || !this.rooms.has(f.room)) return;
+    this._reportPresence(f.room, applyPresence(view, f));
   }
 
-  _setMembers(room, presence) {
-    if (!presence.members) return;
-    this.members.set(room, new Map(Object.entries(presence.members)));
-    this.dispatchEvent(new CustomEvent("presence", { detail: { type: "presence", room, event: "sync" } }));
+  /** A fresh view (joined/resumed): listeners hear who appeared and went meanwhile. */
+  _setPresence(room, summary) {
+    const old = this.presence.get(room);
+    const view = presenceView(summary);
+    this.presence.set(room, view);
+    const change = { joined: [], left: [] };
+    if (old?.members && view.members) {
+      change.joined = [...view.members.keys()].filter((u) => !old.members.has(u));
+      change.left = [...old.members.keys()].filter((u) => !view.members.has(u));
+    }
+    this._reportPresence(room, change, true);
+  }
+
+  /** `presence` event: `{room, joined: [user], left: [user], users, connections}`. */
+  _reportPresence(room, change, sync = false) {
+    const view = this.presence.get(room);
+    this.dispatchEvent(new CustomEvent("presence", { detail: {
+      room, joined: change.joined, left: change.left, sync,
+      users: view?.users ?? 0, connections: view?.connections ?? 0 } }));
   }
 
   _onError(f) {

@@ -44,6 +44,7 @@ from roomcast.client.model import (
     message_of,
     retryable,
 )
+from roomcast.client.presence import RoomPresence
 from roomcast.errors import (
     AuthenticationFailed,
     ClientClosed,
@@ -64,7 +65,9 @@ class Client:
                  connect_timeout: float = 10.0, rng: random.Random | None = None,
                  shuffle_urls: bool = True,
                  on_state: Callable[[State, dict], None] | None = None,
-                 on_left: Callable[[str, str], None] | None = None) -> None:
+                 on_left: Callable[[str, str], None] | None = None,
+                 on_presence: Callable[[str, list[str], list[str]], None] | None = None,
+                 ) -> None:
         urls = [urls] if isinstance(urls, str) else list(urls)
         if not urls:
             raise ValueError("at least one URL is required")
@@ -78,6 +81,7 @@ class Client:
         self._connect_timeout = connect_timeout
         self._on_state = on_state
         self._on_left = on_left
+        self._on_presence = on_presence
         self._refresher: asyncio.Task | None = None
         #: ``exp`` of the token the current session runs on (refreshed in band, §3.7).
         self.token_expires: float | None = None
@@ -149,6 +153,12 @@ class Client:
             except _Lost:
                 pass  # the next session re-joins every room
         return await fut
+
+    def presence(self, room: str) -> RoomPresence | None:
+        """Who is in ``room`` (a joined room, with presence on): ``members`` (None when the
+        room is too big to list), ``users``, ``connections`` (docs/protocol.md §4.10)."""
+        state = self._rooms.get(room)
+        return state.presence if state is not None else None
 
     async def leave(self, room: str) -> None:
         self._check_open()
@@ -308,6 +318,7 @@ class Client:
                 state = self._rooms.setdefault(room, _Room())
                 if state.position is None:
                     state.position = outcome["seq"]
+                self._set_presence(room, state, outcome.get("presence"))
                 given[room] = outcome
         return given
 
@@ -337,6 +348,7 @@ class Client:
                                                           room=room))
                 continue
             self._advance(state, outcome["seq"], outcome.get("recovered"))
+            self._set_presence(room, state, outcome.get("presence"))
         for room, state in list(self._rooms.items()):
             if room not in resumed:
                 try:
@@ -423,6 +435,8 @@ class Client:
                 self._outbox.settle(frame.get("id"), frame["seq"])
             elif kind in ("joined", "left", "resumed", "pong", "history", "refreshed"):
                 self._on_reply(frame)
+            elif kind in ("presence_diff", "presence_count", "presence_state"):
+                self._on_presence_frame(frame)
             elif kind == "refresh_needed":
                 self._start_refresh()
             elif kind == "error":
@@ -472,6 +486,7 @@ class Client:
             state = self._rooms.get(f["room"])
             if state is not None:
                 self._advance(state, f["seq"], f.get("recovered"))
+                self._set_presence(f["room"], state, f.get("presence"))
                 waiters, state.waiters = state.waiters, []
                 for w in waiters:
                     if not w.done():
@@ -480,6 +495,26 @@ class Client:
             fut = entry[1][1]
             if fut is not None and not fut.done():
                 fut.set_result(f)
+
+    def _set_presence(self, room: str, state: _Room, summary: dict | None) -> None:
+        """A fresh view from ``joined``/``resumed``/``welcome.rooms``: callers are told who
+        appeared and who went while the view was not kept up (e.g. across a reconnect)."""
+        if summary is None:
+            return
+        old, new = state.presence, RoomPresence.of(summary)
+        state.presence = new
+        if old is not None and old.members is not None and new.members is not None:
+            self._report_presence(room, [u for u in new.members if u not in old.members],
+                                  [u for u in old.members if u not in new.members])
+
+    def _on_presence_frame(self, f: dict) -> None:
+        state = self._rooms.get(f.get("room"))
+        if state is not None and state.presence is not None:
+            self._report_presence(f["room"], *state.presence.apply(f))
+
+    def _report_presence(self, room: str, joined: list[str], left: list[str]) -> None:
+        if (joined or left) and self._on_presence is not None:
+            self._on_presence(room, joined, left)
 
     def _on_error(self, f: dict) -> None:
         cls = PermissionDenied if f.get("code") == "forbidden" else RequestRejected

@@ -8,6 +8,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from roomcast.client.presence import RoomPresence
+
 
 class State(enum.Enum):
     CONNECTING = "connecting"
@@ -48,6 +50,7 @@ class _Room:
     position: int | None = None  # last seq received (or joined at); None: nothing yet
     waiters: list[asyncio.Future] = field(default_factory=list)
     repairing: bool = False
+    presence: RoomPresence | None = None  # who is in the room (None: presence is off)
 
 
 @dataclass

@@ -25,7 +25,8 @@ def test_every_close_code_is_documented():
 
 def test_every_frame_type_is_documented():
     server = ["welcome", "joined", "left", "ack", "message", "pong", "resumed", "reconnect",
-              "error", "presence", "history", "refreshed", "refresh_needed"]
+              "error", "presence_diff", "presence_count", "presence_state", "history",
+              "refreshed", "refresh_needed"]
     for t in list(p.CLIENT_TYPES) + server:
         assert f'"type": "{t}"' in DOC, t
 

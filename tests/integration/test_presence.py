@@ -11,6 +11,7 @@ import time
 import nats
 import pytest_asyncio
 
+from roomcast.client.presence import RoomPresence
 from roomcast.dev import NodeProcess
 from roomcast.natsserver import free_port
 from roomcast.presence.admin import query
@@ -23,7 +24,11 @@ FAST = {"ROOMCAST_PRESENCE_HEARTBEAT": "0.25", "ROOMCAST_PRESENCE_TIMEOUT": "1.5
 def fast_presence():
     from roomcast.presence.tracker import PresenceConfig
 
-    return PresenceConfig(heartbeat_interval=0.25, timeout=1.5)
+    return PresenceConfig(heartbeat_interval=0.25, timeout=1.5, diff_interval=DIFF)
+
+
+#: The presence feed's batching interval in these tests (the default is 0.1 s).
+DIFF = 0.02
 
 
 @pytest_asyncio.fixture
@@ -36,13 +41,32 @@ async def nodes(nats3):
 
 
 async def flushed(c: WsClient) -> None:
-    """Every frame its node queued for ``c`` before now has arrived (a ping round trip)."""
+    """Every presence frame its node had to send ``c`` for changes it applied before now has
+    arrived: the feed's timer (armed at most ``DIFF`` ahead, on this same event loop) fires
+    before this sleep ends, then a ping round trip brings what it queued."""
+    await asyncio.sleep(DIFF * 2)
     assert (await c.request({"type": "ping"}))["type"] == "pong"
 
 
 def presence_events(c: WsClient, room: str) -> list[tuple[str, str]]:
-    return [(f["event"], f["user"]) for f in c.frames
-            if f["type"] == "presence" and f["room"] == room]
+    """The joins and leaves a client sees: its ``joined`` list, then each presence frame merged
+    in as the clients do (roomcast.client.presence)."""
+    view, out = None, []
+    for f in c.frames:
+        if f.get("room") != room:
+            continue
+        if f["type"] == "joined" and "presence" in f:
+            view = RoomPresence.of(f["presence"])
+        elif f["type"].startswith("presence_") and view is not None:
+            joined, left = view.apply(f)
+            out += [("leave", u) for u in left] + [("join", u) for u in joined]
+    return out
+
+
+def saw(c: WsClient, room: str, event: str, user: str | None = None):
+    """A predicate for ``wait_for``-style polling: ``c`` has seen ``user`` ``event``."""
+    return lambda: any(e == event and (user is None or u == user)
+                       for e, u in presence_events(c, room))
 
 
 async def eventually(pred, timeout: float = 10 * UNIT, step: float = 0.05):
@@ -70,11 +94,11 @@ async def test_members_on_different_nodes_see_each_other(nodes):
     j2 = await bob.join(room)
     assert set(j2["presence"]["members"]) == {"alice", "bob"}
     assert j2["presence"]["members"]["alice"][0]["info"] == {"name": "Alice"}
-    await alice.wait_for(lambda f: f["type"] == "presence" and f["user"] == "bob")
+    await eventually(saw(alice, room, "join", "bob"))
     assert presence_events(alice, room) == [("join", "bob")]
     assert presence_events(bob, room) == []  # no event for one's own join
     await bob.request({"type": "leave", "room": room})
-    await alice.wait_for(lambda f: f["type"] == "presence" and f["event"] == "leave")
+    await eventually(saw(alice, room, "leave"))
     assert presence_events(alice, room) == [("join", "bob"), ("leave", "bob")]
     await alice.close()
     await bob.close()
@@ -100,7 +124,7 @@ async def test_tabs_of_one_user_count_once(nodes):
     await flushed(watcher)  # A applied the leave of tab1: any event for it is queued before
     assert presence_events(watcher, room) == [("join", "tina")]
     await tab2.close()
-    await watcher.wait_for(lambda f: f["type"] == "presence" and f["event"] == "leave")
+    await eventually(saw(watcher, room, "leave"))
     await eventually(lambda: a.presence.state.conn_count(room) == 1)
     await flushed(watcher)
     assert presence_events(watcher, room) == [("join", "tina"), ("leave", "tina")]
@@ -190,7 +214,7 @@ async def test_resume_elsewhere_leaves_no_ghost(nodes):
         async with connect([f"ws://127.0.0.1:{via_proxy}/ws", f"ws://127.0.0.1:{b.port}/ws"],
                            token("gina"), shuffle_urls=False, backoff_base=0.05) as c:
             await c.join(room)
-            await watcher.wait_for(lambda f: f["type"] == "presence" and f["user"] == "gina")
+            await eventually(saw(watcher, room, "join", "gina"))
             proxy.blackhole()  # A hears nothing more from this client, not even a close
             drop(c)
             await eventually(lambda: c.connected and c.node == "pb")
@@ -303,8 +327,9 @@ async def test_a_drained_node_stores_its_connections_leave_events(nats3):
 
 
 async def test_member_lists_are_capped_by_users_and_by_connections(nats3):
-    """`joined` lists members up to --presence-list-max users and 4x as many connections;
-    beyond either, counts only (one user's many tabs do not ride on every join)."""
+    """`joined` lists members up to --presence-list-max users, and each user's first 8
+    connections; beyond the users, counts only (one user's many tabs do not ride on every
+    join)."""
     from roomcast.presence.tracker import PresenceConfig
 
     node = await start_node(nats3.urls, node_id="capped",
@@ -321,12 +346,11 @@ async def test_member_lists_are_capped_by_users_and_by_connections(nats3):
         j = await clients[-1].join(room)
         assert j["presence"] == {"users": 3, "connections": 3}
         tabs = room_name()
-        for n in range(1, 10):
+        for n in range(1, 11):
             clients.append(await WsClient.connect(node.port, token("tabs")))
             j = await clients[-1].join(tabs)
-            if n <= 8:
-                assert len(j["presence"]["members"]["tabs"]) == n
-        assert j["presence"] == {"users": 1, "connections": 9}
+            assert len(j["presence"]["members"]["tabs"]) == min(n, 8)
+            assert j["presence"]["connections"] == n
     finally:
         for c in clients:
             await c.close()
@@ -428,3 +452,49 @@ async def test_admin_cli(nats3, nodes):
     assert proc.returncode == 0
     assert set(json.loads(out)["members"]) == {"cli"}
     await c.close()
+
+
+async def test_rooms_over_the_threshold_get_counts_then_lists_again(nats3):
+    """Real nodes, list_max 3: the Python client keeps the member list from presence_diff
+    frames, drops it for counts when a fourth user arrives (presence_count), and gets the
+    whole list back (presence_state) when the room falls below 90 % of the threshold; its
+    on_presence callback hears each user who came and went while listed."""
+    from roomcast.client import connect
+    from roomcast.presence.tracker import PresenceConfig
+
+    cfg = PresenceConfig(heartbeat_interval=0.25, timeout=1.5, list_max=3, diff_interval=DIFF,
+                         count_interval=0.2)
+    a = await start_node(nats3.urls, node_id="ta", presence=cfg)
+    b = await start_node(nats3.urls, node_id="tb", presence=cfg)
+    room = room_name()
+    heard: list[tuple[list, list]] = []
+    others: list[WsClient] = []
+    try:
+        async with connect(f"ws://127.0.0.1:{a.port}/ws", token("obs"),
+                           on_presence=lambda r, j, lft: heard.append((j, lft))) as c:
+            await c.join(room)
+            view = c.presence(room)
+            assert sorted(view.members) == ["obs"]
+            for i, node in enumerate((b, a)):
+                others.append(await WsClient.connect(node.port, token(f"m{i}")))
+                await others[-1].join(room)
+            await eventually(lambda: view.members is not None and len(view.members) == 3)
+            assert sorted(view.members) == ["m0", "m1", "obs"] and view.users == 3
+            others.append(await WsClient.connect(b.port, token("m2")))
+            await others[-1].join(room)
+            await eventually(lambda: view.members is None and view.users == 4)
+            await others.pop().close()  # 3 users: 3 > 90 % of 3, still counted
+            await eventually(lambda: view.users == 3)
+            assert view.members is None
+            await others.pop().close()  # 2 users: listed again
+            await eventually(lambda: view.members is not None)
+            assert sorted(view.members) == ["m0", "obs"] and view.users == 2
+            assert heard[:2] == [(["m0"], []), (["m1"], [])] or \
+                heard[:1] == [(["m0", "m1"], [])], heard
+            kinds = [f["type"] for f in others[0].frames if f["type"].startswith("presence_")]
+            assert "presence_count" in kinds and kinds[-1] == "presence_state", kinds
+    finally:
+        for o in others:
+            await o.close()
+        await a.stop()
+        await b.stop()

@@ -1,0 +1,196 @@
+"""Connect rate: new authenticated connections per second, each joining one shared room.
+
+    python -m bench.connects [--users 5000] [--nodes 2] [--systems roomcast nopresence relay]
+
+Each system gets a fresh 3-server NATS cluster and ``--nodes`` edge processes; ``--users``
+distinct users then connect (``--concurrency`` upgrades in flight, spread over the nodes),
+each sends one ``join`` of the same room and waits for its ``joined``; the connections stay
+open, so the room fills to ``--users`` members. Printed: connects/s (first upgrade to last
+``joined``), edge CPU per connect and the frames the load generator received per connect.
+
+* ``roomcast``: the edge node as shipped (JWT at the upgrade, presence on: the room's members
+  are told of the newcomers, ``docs/protocol.md`` §4.10);
+* ``nopresence``: the same with ``--presence false``;
+* ``relay``: a plain websockets + NATS relay on uvloop (no auth, no presence, no storage): a
+  ``join`` subscribes the room's subject once per process and answers ``joined``. The floor any
+  Python edge pays for an upgrade, a frame each way and a NATS subscription.
+
+The load generator (:mod:`bench.wsclient`, this process) shares the machine's cores with the
+servers; it is the same for every system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+
+from bench.harness import Cluster, machine, wait_until
+from bench.wsclient import connect
+from roomcast.natsserver import NatsCluster, free_port
+
+ROOM = "big.room"
+
+
+# -- the plain relay (its own process: `python -m bench.connects --serve-relay PORT URLS`) --
+
+async def serve_relay(port: int, urls: str) -> None:
+    import json
+
+    import nats
+    from websockets.asyncio.server import serve
+
+    nc = await nats.connect(urls.split(","))
+    rooms: dict[str, set] = {}
+
+    async def handler(ws) -> None:
+        joined: list[str] = []
+        try:
+            async for raw in ws:
+                f = json.loads(raw)
+                if f.get("type") == "join":
+                    room = f["room"]
+                    members = rooms.get(room)
+                    if members is None:
+                        members = rooms[room] = set()
+
+                        async def deliver(msg, members=members) -> None:
+                            for m in list(members):
+                                m.transport.write(msg.data)  # a sketch: raw relay, no framing
+
+                        await nc.subscribe(f"relay.{room}", cb=deliver)
+                    members.add(ws)
+                    joined.append(room)
+                    await ws.send(json.dumps({"type": "joined", "room": room, "seq": 0},
+                                              separators=(",", ":")))
+                elif f.get("type") == "publish":
+                    await nc.publish(f"relay.{f['room']}", raw.encode())
+        except Exception:  # noqa: BLE001 - the client went away
+            pass
+        finally:
+            for room in joined:
+                rooms.get(room, set()).discard(ws)
+
+    async with serve(handler, "127.0.0.1", port, compression=None, max_queue=16,
+                     ping_interval=None):
+        await asyncio.Future()
+
+
+# -- the load ------------------------------------------------------------------------------
+
+async def connect_all(ports: list[int], paths: list[str], concurrency: int) -> dict:
+    frames = 0
+    joined = 0
+    done = asyncio.Event()
+    n = len(paths)
+
+    def on_frame(raw: bytes) -> None:
+        nonlocal frames, joined
+        frames += 1
+        if raw.startswith(b'{"type":"joined"'):
+            joined += 1
+            if joined == n:
+                done.set()
+
+    protos = []
+    sem = asyncio.Semaphore(concurrency)
+    join = b'{"type":"join","room":"%s"}' % ROOM.encode()
+
+    async def one(i: int) -> None:
+        async with sem:
+            p = await connect("127.0.0.1", ports[i % len(ports)], paths[i], on_frame)
+            p.send_text(join)
+            protos.append(p)
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    try:
+        await asyncio.wait_for(done.wait(), 120)
+    except TimeoutError:
+        pass
+    elapsed = time.monotonic() - t0
+    for p in protos:
+        p.transport.close()
+    await asyncio.sleep(0.5)
+    return {"joined": joined, "elapsed": elapsed, "frames": frames}
+
+
+def run_roomcast(args, presence: bool) -> dict:
+    env = {"ROOMCAST_MAX_CONNECTIONS": str(args.users * 2)}
+    if not presence:
+        env["ROOMCAST_PRESENCE"] = "false"
+    with Cluster(nodes=args.nodes, nats=3, env=env) as cluster:
+        paths = cluster.paths("u", args.users)
+        cpu0 = cluster.node_cpu()
+        out = asyncio.run(connect_all([n.port for n in cluster.node_procs], paths,
+                                      args.concurrency))
+        out["cpu"] = cluster.node_cpu() - cpu0
+    return out
+
+
+def run_relay(args) -> dict:
+    from bench.harness import cpu_seconds
+
+    nats_cluster = NatsCluster(3)
+    nats_cluster.start()
+    procs = []
+    try:
+        ports = [free_port() for _ in range(args.nodes)]
+        procs = [subprocess.Popen([sys.executable, "-m", "bench.connects", "--serve-relay",
+                                   str(port), ",".join(nats_cluster.urls)],
+                                  start_new_session=True) for port in ports]
+        for port in ports:
+            wait_until(lambda port=port: _listening(port), 20)
+        paths = [f"/ws?u={i}" for i in range(args.users)]
+        cpu0 = sum(cpu_seconds(p.pid) for p in procs)
+        out = asyncio.run(connect_all(ports, paths, args.concurrency))
+        out["cpu"] = sum(cpu_seconds(p.pid) for p in procs) - cpu0
+        return out
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+        nats_cluster.stop()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--serve-relay", nargs=2, metavar=("PORT", "URLS"), help=argparse.SUPPRESS)
+    ap.add_argument("--users", type=int, default=5000)
+    ap.add_argument("--nodes", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, default=100, help="upgrades in flight")
+    ap.add_argument("--systems", nargs="+", default=["roomcast", "nopresence", "relay"],
+                    choices=["roomcast", "nopresence", "relay"])
+    args = ap.parse_args()
+    if args.serve_relay:
+        import uvloop
+
+        uvloop.run(serve_relay(int(args.serve_relay[0]), args.serve_relay[1]))
+        return
+    print(f"# {machine()}; {args.users} distinct users into one room over {args.nodes} nodes, "
+          f"{args.concurrency} upgrades in flight")
+    print("| system | joined | connects/s | edge CPU per connect | frames received per connect |")
+    print("|---|---|---|---|---|")
+    for system in args.systems:
+        out = run_relay(args) if system == "relay" else run_roomcast(args, system == "roomcast")
+        rate = out["joined"] / out["elapsed"]
+        print(f"| {system} | {out['joined']} | {rate:,.0f} | "
+              f"{out['cpu'] / max(1, out['joined']) * 1e6:,.0f} µs | "
+              f"{out['frames'] / max(1, out['joined']):,.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
