@@ -67,6 +67,10 @@ class Backplane(Protocol):
     @property
     def epoch(self) -> str: ...
 
+    def epoch_matches(self, room: str, epoch: str) -> bool:
+        """Whether positions in ``room`` taken under ``epoch`` (a client's) are valid here."""
+        ...
+
     @property
     def connected(self) -> bool: ...
 

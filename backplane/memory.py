@@ -30,6 +30,9 @@ class MemoryBackplane:
     def epoch(self) -> str:
         return self._epoch
 
+    def epoch_matches(self, room: str, epoch: str) -> bool:
+        return epoch == self._epoch
+
     async def start(self) -> None:
         return None
 

@@ -50,7 +50,10 @@ class NatsBackplane:
         self._nc: nats.NATS | None = None
         self._js = None
         self._subs: dict[str, object] = {}
-        self._epoch = ""
+        #: Where each room is stored; the rooms' streams are the first ``len(layout.streams)``
+        #: of the wanted ones, and each has its own epoch.
+        self.layout = config.layout()
+        self._epochs = [""] * len(self.layout.streams)
         self._hist_prefix = ""
         self._hist_waiters: dict[str, asyncio.Queue[Msg]] = {}
         self._hist_counter = 0
@@ -67,14 +70,30 @@ class NatsBackplane:
         self._wanted = streams.wanted_streams(
             replicas=config.replicas, history_per_room=config.history_per_room,
             history_max_age=config.history_max_age, duplicate_window=config.duplicate_window,
-            rooms_stream=config.stream)[:1]
+            rooms_stream=config.stream, layout=self.layout)[:len(self.layout.streams)]
         self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------
 
     @property
     def epoch(self) -> str:
-        return self._epoch
+        """The rooms streams' incarnations: the one stream's epoch, or with several streams
+        ``<layout fingerprint>:<epoch 0>,<epoch 1>,…`` (docs/protocol.md §2.2)."""
+        if len(self._epochs) == 1:
+            return self._epochs[0]
+        return f"{self.layout.fingerprint}:{','.join(self._epochs)}"
+
+    def epoch_matches(self, room: str, epoch: str) -> bool:
+        """Whether positions in ``room`` taken under ``epoch`` still mean the same messages:
+        same layout, and the room's stream not recreated since."""
+        if len(self._epochs) == 1:
+            return epoch == self._epochs[0]
+        fingerprint, _, parts = epoch.partition(":")
+        if fingerprint != self.layout.fingerprint:
+            return False
+        i = self.layout.place(room).index
+        theirs = parts.split(",")
+        return i < len(theirs) and theirs[i] == self._epochs[i]
 
     @property
     def nc(self):
@@ -174,19 +193,27 @@ class NatsBackplane:
         :attr:`stream_problem` (None when they match) and the epoch."""
         cfg = self.config
         problems = []
+        created = False
         for state, sc in zip(await streams.inspect(self._nc, self._wanted, deadline),
                              self._wanted, strict=True):
             info = state.info
             if state.missing and may_create:
                 info = await streams.create(self._nc, sc, deadline)
+                created = True
                 log.info("created stream %s (replicas %d)", sc.name, sc.num_replicas)
             elif state.missing:
                 problems.append(f"stream {sc.name} does not exist")
             elif state.differences:
                 problems.append(f"stream {sc.name} differs from this node's settings: "
                                 + "; ".join(map(str, state.differences)))
-            if sc is self._wanted[0] and info is not None:
-                self._set_epoch(streams.epoch_of(info))
+            index = self._rooms_stream_index(sc.name)
+            if index is not None and info is not None:
+                self._set_epoch(index, streams.epoch_of(info))
+        if created:
+            for group in streams.partition_groups(self._wanted):
+                leaders = await streams.spread_leaders(self._nc, group, deadline)
+                log.info("partition leaders: %s", ", ".join(f"{n} on {s}"
+                                                             for n, s in leaders.items()))
         problem = ("; ".join(problems) + "; " + streams.fix_hint(cfg.stream_flags())
                    if problems else None)
         if problem and problem != self.stream_problem:
@@ -195,12 +222,19 @@ class NatsBackplane:
             log.info("streams match this node's settings again")
         self.stream_problem = problem
 
-    def _set_epoch(self, epoch: str) -> None:
-        old, self._epoch = self._epoch, epoch
+    def _rooms_stream_index(self, name: str) -> int | None:
+        for i, s in enumerate(self.layout.streams):
+            if s.name == name:
+                return i
+        return None
+
+    def _set_epoch(self, index: int, epoch: str) -> None:
+        old, self._epochs[index] = self._epochs[index], epoch
         if old and epoch != old:
-            log.warning("stream %s was recreated (epoch %s -> %s)", self.config.stream, old, epoch)
+            log.warning("stream %s was recreated (epoch %s -> %s)",
+                        self.layout.streams[index].name, old, epoch)
             if self.on_epoch_change is not None:
-                self.on_epoch_change(epoch)
+                self.on_epoch_change(self.epoch)
 
     async def check_streams(self) -> bool:
         """Re-verify the streams now (background check, after a reconnect): True when they
@@ -259,7 +293,7 @@ class NatsBackplane:
         transient error (timeout, no responders, API error, connection) when this attempt did
         not store the message; :meth:`publish` retries such failures with the same ``msg_id``.
         """
-        return await self.store_begin(subjects.room_subject(room), body, msg_id)
+        return await self.store_begin(self.layout.place(room).subject, body, msg_id)
 
     async def store_begin(self, subject: str, body: bytes, msg_id: str
                           ) -> asyncio.Future[PublishResult]:
@@ -351,7 +385,7 @@ class NatsBackplane:
         # Live messages skip nats-py's per-message machinery (Msg, header dict, pending queue,
         # a task wakeup): the parser hands them to on_live, which only queues frames.
         try:
-            sub = await self._nc.subscribe(subjects.live_subject(room))
+            sub = await self._nc.subscribe(self.layout.place(room).live)
         except nats.errors.BadSubjectError as exc:
             raise BackplaneError(f"cannot subscribe to room {room[:80]!r}: {exc}") from None
         self._nc.direct(sub, on_live)
@@ -381,11 +415,11 @@ class NatsBackplane:
         token = str(self._hist_counter)
         q: asyncio.Queue[Msg] = asyncio.Queue()
         self._hist_waiters[token] = q
-        req = {"seq": max(1, start_seq), "next_by_subj": subjects.room_subject(room),
-               "batch": limit}
+        place = self.layout.place(room)
+        req = {"seq": max(1, start_seq), "next_by_subj": place.subject, "batch": limit}
         out: list[StoredMessage] = []
         try:
-            await self._nc.publish(subjects.direct_get(self.config.stream),
+            await self._nc.publish(subjects.direct_get(place.stream),
                                    json.dumps(req).encode(), reply=self._hist_prefix + token)
             while True:
                 try:
@@ -411,7 +445,8 @@ class NatsBackplane:
     async def last_seq(self, room: str, *, leader: bool = False) -> int:
         if leader:
             return await self._leader_last_seq(room)
-        subject = f"{subjects.direct_get(self.config.stream)}.{subjects.room_subject(room)}"
+        place = self.layout.place(room)
+        subject = f"{subjects.direct_get(place.stream)}.{place.subject}"
         try:
             msg = await self._nc.request(subject, b"", timeout=5.0)
         except nats.errors.TimeoutError as exc:
@@ -428,9 +463,10 @@ class NatsBackplane:
         """``STREAM.MSG.GET`` (answered by the stream leader, unlike a direct get)."""
         if not subjects.valid_tokens(room):
             raise BackplaneError(f"last_seq of {room[:80]!r} refused: not a room name")
-        req = msgspec.json.encode({"last_by_subj": subjects.room_subject(room)})
+        place = self.layout.place(room)
+        req = msgspec.json.encode({"last_by_subj": place.subject})
         try:
-            msg = await self._nc.request(subjects.msg_get(self.config.stream), req, timeout=5.0)
+            msg = await self._nc.request(subjects.msg_get(place.stream), req, timeout=5.0)
         except nats.errors.TimeoutError as exc:
             raise BackplaneError(f"last_seq of {room!r} timed out") from exc
         except nats.errors.BadSubjectError as exc:

@@ -54,11 +54,26 @@ class NatsConfig:
     #: ``create-missing`` (default): create a stream that does not exist, never change one
     #: that does; ``verify``: create nothing (production: ``roomcast streams apply`` does).
     streams_mode: str = "create-missing"
+    #: Options per room prefix (``--namespaces``, :mod:`roomcast.namespaces`); None: every
+    #: room takes the settings above.
+    namespaces: object = field(default=None, repr=False)
+    #: The file they were read from, for the ``roomcast streams apply`` hint.
+    namespaces_file: str | None = None
+
+    def layout(self):
+        """Where each room is stored (:class:`roomcast.backplane.layout.Layout`)."""
+        from roomcast.backplane.layout import Layout
+
+        if self.namespaces is None:
+            return Layout.default(self.history_per_room, self.history_max_age,
+                                  rooms_stream=self.stream)
+        return Layout(self.namespaces, rooms_stream=self.stream)
 
     def stream_flags(self) -> str:
         """The ``roomcast streams apply`` flags for this node's stream settings."""
-        return (f"--replicas {self.replicas} --history-per-room {self.history_per_room} "
-                f"--history-max-age {self.history_max_age:g}")
+        flags = (f"--replicas {self.replicas} --history-per-room {self.history_per_room} "
+                 f"--history-max-age {self.history_max_age:g}")
+        return flags + (f" --namespaces {self.namespaces_file}" if self.namespaces_file else "")
 
     @property
     def display_urls(self) -> list[str]:

@@ -33,16 +33,16 @@ STREAMS_MODES = ("create-missing", "verify")
 
 def wanted_streams(*, replicas: int, history_per_room: int, history_max_age: float,
                    duplicate_window: float = 120.0, events_max_age: float = 3600.0,
-                   rooms_stream: str = subjects.STREAM) -> list[StreamConfig]:
-    """The ``ROOMS``, ``PRESENCE`` and ``KV_ROOMCAST_BANS`` streams for these settings (the
-    last one is the key-value bucket of the server API's bans, ``docs/api.md``)."""
+                   rooms_stream: str = subjects.STREAM, layout=None) -> list[StreamConfig]:
+    """The rooms' streams (``ROOMS``, or those of ``layout``: one per namespace and partition,
+    :mod:`roomcast.backplane.layout`), then ``PRESENCE`` and ``KV_ROOMCAST_BANS`` (the key-value
+    bucket of the server API's bans, ``docs/api.md``)."""
+    from roomcast.backplane.layout import Layout
+
+    if layout is None:
+        layout = Layout.default(history_per_room, history_max_age, rooms_stream=rooms_stream)
     return [
-        StreamConfig(
-            name=rooms_stream, subjects=[subjects.ROOM_PREFIX + ">"], storage=StorageType.FILE,
-            num_replicas=replicas, max_msgs_per_subject=history_per_room,
-            max_age=history_max_age, duplicate_window=duplicate_window,
-            discard=DiscardPolicy.OLD, allow_direct=True,
-            republish=RePublish(src=subjects.ROOM_PREFIX + ">", dest=subjects.LIVE_PREFIX + ">")),
+        *layout.stream_configs(replicas=replicas, duplicate_window=duplicate_window),
         StreamConfig(
             name=subjects.PRESENCE_EVENTS_STREAM, subjects=[subjects.PRESENCE_EVENTS_PREFIX + ">"],
             storage=StorageType.FILE, num_replicas=replicas, max_age=events_max_age,
@@ -194,6 +194,48 @@ async def apply(nc, wanted: list[StreamConfig], *, allow_lossy: bool, deadline: 
     return done, refused
 
 
+async def spread_leaders(nc, names: list[str], deadline: float) -> dict[str, str]:
+    """Ask JetStream to move stream leaders until ``names`` (one namespace's partitions) lead
+    on different servers, as far as their replicas allow: K streams then spread the writes of
+    a namespace over K servers. Best effort within ``deadline``; returns stream -> leader.
+    A leader step-down elects another replica at random, so this retries."""
+    import json
+
+    leaders: dict[str, str] = {}
+    while True:
+        servers: set[str] = set()
+        for name in names:
+            msg = await nc.request(f"$JS.API.STREAM.INFO.{name}", b"", timeout=5.0)
+            cluster = json.loads(msg.data).get("cluster") or {}
+            leaders[name] = cluster.get("leader") or ""
+            servers.add(leaders[name])
+            servers.update(r.get("name") for r in cluster.get("replicas") or [])
+        seen: set[str] = set()
+        shared = []
+        for name in names:
+            if leaders[name] in seen or not leaders[name]:
+                shared.append(name)
+            seen.add(leaders[name])
+        if not shared or len(seen) >= min(len(names), len(servers)) \
+                or time.monotonic() > deadline:
+            return leaders
+        try:
+            await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{shared[0]}", b"", timeout=5.0)
+        except nats.errors.Error:
+            pass
+        await asyncio.sleep(0.5)
+
+
+def partition_groups(wanted: list[StreamConfig]) -> list[list[str]]:
+    """The rooms streams that are partitions of one namespace (``ROOMS_<TAG>_<k>``, K > 1)."""
+    groups: dict[str, list[str]] = {}
+    for sc in wanted:
+        head, _, k = sc.name.rpartition("_")
+        if k.isdigit() and head.startswith(subjects.STREAM + "_"):
+            groups.setdefault(head, []).append(sc.name)
+    return [g for g in groups.values() if len(g) > 1]
+
+
 def fix_hint(flags: str) -> str:
     return (f"run `roomcast streams apply {flags}` (add --yes for a change that loses "
             "redundancy or history), or start the node with the stream's settings")
@@ -210,7 +252,8 @@ async def apply_or_check(config, action: str, *, allow_lossy: bool, events_max_a
     wanted = wanted_streams(replicas=config.replicas, history_per_room=config.history_per_room,
                             history_max_age=config.history_max_age,
                             duplicate_window=config.duplicate_window,
-                            events_max_age=events_max_age, rooms_stream=config.stream)
+                            events_max_age=events_max_age, rooms_stream=config.stream,
+                            layout=config.layout())
     try:
         nc = await nats.connect(list(config.urls), max_reconnect_attempts=2,
                                 reconnect_time_wait=0.2, connect_timeout=3,
@@ -224,6 +267,9 @@ async def apply_or_check(config, action: str, *, allow_lossy: bool, events_max_a
         if action == "apply":
             done, refused = await apply(nc, wanted, allow_lossy=allow_lossy, deadline=deadline)
             lines += done
+            for group in partition_groups(wanted):
+                leaders = await spread_leaders(nc, group, deadline)
+                lines.append("leaders: " + ", ".join(f"{n} on {s}" for n, s in leaders.items()))
             for d in refused:
                 lines.append(f"refused: {d}; add --yes to apply it")
         states = await inspect(nc, wanted, deadline)

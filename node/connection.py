@@ -314,10 +314,13 @@ class Connection:
 
     async def _join_room(self, room: str, since: int | None, epoch: str | None):
         """Join (with ``since``: replay first); None when the backplane failed."""
-        stale = since is not None and epoch is not None and epoch != self.node.backplane.epoch
+        stale = (since is not None and epoch is not None
+                 and not self.node.backplane.epoch_matches(room, epoch))
         if stale:
             since = 0  # positions from another stream epoch mean nothing here
-        presence = self.node.presence
+        if since is None and self.node.namespaces.of(room).storage == "latest":
+            since = 0  # a latest-value room hands every new member its last message
+        presence = self.node.presence if self.node.tracks_presence(room) else None
         if presence is not None:
             # Tracked before we become a member: our own join event is not sent to us; the
             # member list in ``joined`` includes us.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -106,6 +107,9 @@ class PeerLimits:
     rate_limit: float = 200.0
     rate_burst: int = 400
     flood_close_after: int = 100
+    #: Whether only the application's backend may publish to a room (namespace option
+    #: ``publish = "backend"``, docs/namespaces.md); None: clients may everywhere.
+    backend_only: Callable[[str], bool] | None = None
 
 
 #: Rooms a connection remembers as checked for publishing (cleared when full).
@@ -257,6 +261,9 @@ class Peer:
             if not self.identity.permissions.can_publish(f.room):
                 return [Send(p.error(ErrorCode.FORBIDDEN, "not allowed to publish to this room",
                                      f.rid, f.room))]
+            if self.limits.backend_only is not None and self.limits.backend_only(f.room):
+                return [Send(p.error(ErrorCode.FORBIDDEN, "only the application's backend "
+                                     "publishes to this room", f.rid, f.room))]
             # Remember it: a publisher sends to the same few rooms over and over (the checks
             # are a regex and the permission patterns, per publish otherwise).
             if allowed is None or len(allowed) >= MAY_PUBLISH_CACHE:

@@ -99,7 +99,8 @@ class RoomRegistry:
     def __init__(self, backplane: Backplane, metrics: NodeMetrics, *, history_page: int = 256,
                  history_per_room: int = 1000, catchup_buffer: int = 10_000,
                  request_flush: Callable[[], None] | None = None,
-                 cache: ReplayCache | None = None) -> None:
+                 cache: ReplayCache | None = None,
+                 history_for: Callable[[str], int] | None = None) -> None:
         """``request_flush``: called when the first frame of a loop iteration is queued; the
         caller must then call :meth:`flush` once, later in the same or the next iteration
         (the node does it in its own flush, after each connection's direct frames). Without
@@ -108,6 +109,8 @@ class RoomRegistry:
         self.metrics = metrics
         self.history_page = history_page
         self.history_per_room = history_per_room
+        #: Messages a room keeps (per namespace, docs/namespaces.md); default: history_per_room.
+        self.history_for = history_for or (lambda room: self.history_per_room)
         self.catchup_buffer = catchup_buffer
         self.rooms: dict[str, Room] = {}
         self.cache = cache if cache is not None else ReplayCache()
@@ -366,7 +369,7 @@ class RoomRegistry:
                     if member.needs_drain():
                         await member.drain()
         elif since == 0:
-            recovered = replayed < self.history_per_room
+            recovered = replayed < self.history_for(room.name)
         # Hand over to live: deliver the buffered live frames the replay did not cover.
         while True:
             buf = room.catching.get(member)

@@ -17,6 +17,7 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
@@ -29,6 +30,7 @@ from roomcast.backplane.nats import NatsBackplane
 from roomcast.config import NodeConfig
 from roomcast.errors import ConfigError
 from roomcast.jwks import JwksKeys
+from roomcast.namespaces import single
 from roomcast.node import handshake, internal, sweeps
 from roomcast.node.api import ServerApi
 from roomcast.node.connection import Connection, wait_all
@@ -80,6 +82,14 @@ class Node:
         self.config = config
         self.metrics = NodeMetrics(config.node_id)
         self.backplane = backplane or NatsBackplane(config.nats)
+        #: Where rooms are stored and which options they have (docs/namespaces.md).
+        self.layout = (self.backplane.layout if isinstance(self.backplane, NatsBackplane)
+                       else config.nats.layout())
+        self.namespaces = self.layout.namespaces
+        if config.nats.namespaces is None and config.presence is not None:
+            # No namespaces file: every room lists members up to --presence-list-max.
+            self.namespaces = single(replace(self.namespaces.defaults,
+                                             member_list_max=config.presence.list_max))
         if isinstance(self.backplane, NatsBackplane):
             self.backplane.on_state_change = self._nats_state
             self.backplane.on_epoch_change = self._epoch_changed
@@ -88,7 +98,7 @@ class Node:
                 replicas=nats.replicas, history_per_room=nats.history_per_room,
                 history_max_age=nats.history_max_age, duplicate_window=nats.duplicate_window,
                 events_max_age=(config.presence.events_max_age if config.presence else 3600.0),
-                rooms_stream=nats.stream)
+                rooms_stream=nats.stream, layout=self.layout)
             if config.presence is None:
                 wanted = [s for s in wanted if s.name != subjects.PRESENCE_EVENTS_STREAM]
             self.backplane.require_streams(wanted)
@@ -96,10 +106,13 @@ class Node:
                                   history_page=config.history_page,
                                   history_per_room=config.nats.history_per_room,
                                   request_flush=self._schedule_flush,
-                                  cache=ReplayCache(total_bytes=config.replay_cache_bytes))
+                                  cache=ReplayCache(total_bytes=config.replay_cache_bytes),
+                                  history_for=lambda room: self.namespaces.of(room).kept_per_room)
         self.metrics.watch_replay_cache(self.rooms.cache)
+        backend_only = (None if all(ns.publish == "clients" for ns in self.namespaces.all())
+                        else lambda room: self.namespaces.of(room).publish == "backend")
         self.limits = PeerLimits(config.max_rooms_per_connection, config.rate_limit,
-                                 config.rate_burst, config.flood_close_after)
+                                 config.rate_burst, config.flood_close_after, backend_only)
         self.resume = ResumeSigner(config.effective_resume_keys(), config.resume_ttl)
         self.instance = f"{config.node_id}.{secrets.token_hex(2)}"
         self.presence: PresenceTracker | None = None
@@ -155,10 +168,9 @@ class Node:
                 instance=self.instance, config=cfg.presence, replicas=cfg.nats.replicas,
                 on_transitions=self._on_presence, close_conn=self._close_resumed)
             pc = cfg.presence
-            feed_options = FeedOptions(threshold=pc.list_max)
             self.presence_out = PresenceOut(PresenceFeed(
                 self.presence.state, interval=pc.diff_interval, count_interval=pc.count_interval,
-                options_for=lambda room: feed_options), self.rooms)
+                options_for=self._feed_options), self.rooms)
             await self.presence.start()
             self.handover.presence = self.presence
             self.metrics.watch_event_log(self.presence.events)
@@ -332,9 +344,18 @@ class Node:
                                   expire=not self.draining):
             conn.leave_presence()
 
+    def _feed_options(self, room: str) -> FeedOptions:
+        ns = self.namespaces.of(room)
+        return FeedOptions(threshold=ns.member_list_max,
+                           events=ns.presence_events if ns.presence else "off")
+
+    def tracks_presence(self, room: str) -> bool:
+        """Whether joins of ``room`` are tracked in presence (on, and its namespace's option)."""
+        return self.presence is not None and self.namespaces.of(room).presence
+
     def presence_summary(self, room: str) -> dict | None:
         """The ``presence`` of ``joined``/``resumed``/``welcome.rooms`` (§4.2)."""
-        if self.presence_out is None:
+        if self.presence_out is None or not self.namespaces.of(room).presence:
             return None
         return self.presence_out.feed.summary(room)
 

@@ -68,6 +68,21 @@ def nats_credentials_from(args: argparse.Namespace) -> dict:
             "tls_key": args.nats_tls_key}
 
 
+def namespaces_from(args: argparse.Namespace) -> dict:
+    """``--namespaces FILE`` read (an invalid file: a ConfigError naming its line), with the
+    flags' settings as the defaults it does not override."""
+    from roomcast import namespaces
+
+    if not getattr(args, "namespaces", None):
+        return {}
+    defaults = namespaces.Namespace(
+        history=int(args.history_per_room), history_max_age=float(args.history_max_age),
+        member_list_max=int(getattr(args, "presence_list_max", 100)),
+        presence=_bool(getattr(args, "presence", True)))
+    return {"namespaces": namespaces.load(args.namespaces, defaults),
+            "namespaces_file": args.namespaces}
+
+
 def add_stream_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "--replicas", type=int, default=1, help="JetStream stream replicas (1 or 3)")
     _flag(p, "--history-per-room", type=int, default=1000, help="messages kept per room")
@@ -75,6 +90,8 @@ def add_stream_flags(p: argparse.ArgumentParser) -> None:
           help="seconds a message is kept (0: no limit)")
     _flag(p, "--presence-events-max-age", type=float, default=3600.0,
           help="seconds the presence event log is kept")
+    _flag(p, "--namespaces", default=None,
+          help="TOML file of per-room-prefix options and streams (docs/namespaces.md)")
 
 
 def add_node_flags(p: argparse.ArgumentParser) -> None:
@@ -170,7 +187,7 @@ def node_config_from(args: argparse.Namespace):
         nats=NatsConfig(urls=tuple(u.strip() for u in args.nats_url.split(",") if u.strip()),
                         replicas=int(args.replicas), history_per_room=int(args.history_per_room),
                         history_max_age=float(args.history_max_age), name=f"roomcast-{node_id}",
-                        streams_mode=args.streams,
+                        streams_mode=args.streams, **namespaces_from(args),
                         connect_timeout=float(args.nats_connect_timeout),
                         **nats_credentials_from(args)),
         node_id=node_id,
@@ -225,7 +242,8 @@ def cmd_streams(args: argparse.Namespace) -> int:
 
     nats = NatsConfig(urls=tuple(u.strip() for u in args.nats_url.split(",") if u.strip()),
                       replicas=int(args.replicas), history_per_room=int(args.history_per_room),
-                      history_max_age=float(args.history_max_age), **nats_credentials_from(args))
+                      history_max_age=float(args.history_max_age), **namespaces_from(args),
+                      **nats_credentials_from(args))
     lines, ok = _run(apply_or_check(nats, args.action, allow_lossy=args.yes,
                                     events_max_age=float(args.presence_events_max_age),
                                     wait=float(args.wait)))

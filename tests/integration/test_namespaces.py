@@ -1,0 +1,281 @@
+"""Namespaces against a real 3-server JetStream cluster and real nodes (docs/namespaces.md):
+rooms spread over K=3 streams with their leaders on different servers (order, history,
+resume, and the chaos tests: kill -9 of a node and of a stream leader with publishes in
+flight), latest-value rooms, backend-only publishing, per-namespace presence, and a node that
+refuses an invalid file naming the line."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+
+import nats
+import pytest
+import pytest_asyncio
+
+from roomcast.client import connect as client
+from roomcast.dev import NodeProcess
+from roomcast.namespaces import Namespace, parse
+from roomcast.natsserver import free_port
+from tests.helpers import (
+    KEY,
+    UNIT,
+    WsClient,
+    assert_chain,
+    assert_message_chain,
+    collect,
+    room_name,
+    start_node,
+    token,
+    wait_connected,
+)
+
+TOML = """
+[defaults]
+streams = 3
+
+[namespaces.score]
+storage = "latest"
+publish = "backend"
+
+[namespaces.quiet]
+presence = false
+
+[namespaces.stadium]
+presence_events = "counts"
+"""
+NAMESPACES = parse(TOML, Namespace())
+
+
+@pytest.fixture(scope="module")
+def toml_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ns") / "namespaces.toml"
+    path.write_text(TOML)
+    return str(path)
+
+
+@pytest_asyncio.fixture
+async def knodes(nats3):
+    a = await start_node(nats3.urls, node_id="ka", nats_kw={"namespaces": NAMESPACES})
+    b = await start_node(nats3.urls, node_id="kb", nats_kw={"namespaces": NAMESPACES})
+    yield a, b
+    await a.stop()
+    await b.stop()
+
+
+def ws(port: int) -> str:
+    return f"ws://127.0.0.1:{port}/ws"
+
+
+async def test_three_streams_with_leaders_on_three_servers(nats3, knodes):
+    """Rooms land in ROOMS_DEFAULT_0..2 by their hash; the three streams lead on three
+    different servers; each room keeps its own increasing seq and prev chain."""
+    a, b = knodes
+    nc = await nats.connect(nats3.urls)
+    try:
+        js = nc.jetstream()
+        names = [f"ROOMS_DEFAULT_{k}" for k in range(3)]
+        leaders = [(await js.stream_info(n)).cluster.leader for n in names]
+        assert len(set(leaders)) == 3, leaders
+        rooms = [room_name() for _ in range(12)]
+        assert {a.layout.place(r).stream for r in rooms} == set(names)
+        pub = await WsClient.connect(a.port)
+        member = await WsClient.connect(b.port)
+        for r in rooms:
+            await member.join(r)
+        acks = await asyncio.gather(*(pub.publish(r, {"n": i}, f"{r}-{i}")
+                                      for i in range(10) for r in rooms))
+        assert all(x["type"] == "ack" for x in acks)
+        for r in rooms:
+            msgs = await member.wait_messages(r, 10)
+            assert [m["data"]["n"] for m in msgs] == list(range(10))
+            assert msgs[0]["prev"] == 0
+            assert_chain(msgs)
+            subject = a.layout.place(r).subject
+            info = await js.stream_info(a.layout.place(r).stream, subjects_filter=subject)
+            assert info.state.subjects == {subject: 10}
+        await pub.close()
+        await member.close()
+    finally:
+        await nc.close()
+
+
+async def test_history_and_resume_across_three_streams(knodes):
+    """A client that drops resumes on the other node and gets exactly what it missed in rooms
+    of all three streams; history pages read the right stream."""
+    a, b = knodes
+    rooms = [room_name() for _ in range(6)]
+    assert len({a.layout.place(r).stream for r in rooms}) >= 2
+    async with client([ws(a.port), ws(b.port)], token("kim"), shuffle_urls=False,
+                      backoff_base=0.05) as c, client(ws(b.port), token("pub")) as pub:
+        for r in rooms:
+            await c.join(r)
+        for r in rooms:
+            await pub.publish(r, {"phase": "before"})
+        got = await collect(c, len(rooms))
+        from tests.helpers import drop
+
+        drop(c)
+        acked = {r: [await pub.publish(r, {"phase": "during", "i": i}) for i in range(3)]
+                 for r in rooms}
+        got += await collect(c, 3 * len(rooms))
+        await wait_connected(c)
+        assert c.node == "kb"
+        for r in rooms:
+            seqs = [m.seq for m in got if m.room == r and m.data["phase"] == "during"]
+            assert seqs == acked[r]
+            assert all(o["recovered"] for o in c.last_resume.values()), c.last_resume
+            page = await c.history(r, limit=10)
+            assert [m.seq for m in page.messages][:3] == list(reversed(acked[r]))
+
+
+async def test_kill_9_of_a_stream_leader_with_publishes_in_flight(nats3, knodes):
+    """The leader of the room's stream (one of three) is killed while publishes are in
+    flight: every publish ends acked, each message is stored once and reaches members on both
+    nodes exactly once in order with the seq its ack named."""
+    a, b = knodes
+    room = room_name()
+    place = a.layout.place(room)
+    member_a, member_b = await WsClient.connect(a.port), await WsClient.connect(b.port)
+    await member_a.join(room)
+    await member_b.join(room)
+    pub = await WsClient.connect(a.port)
+    nc = await nats.connect(nats3.urls)
+    leader = (await nc.jetstream().stream_info(place.stream)).cluster.leader
+    victim = next(s for s in nats3.servers if s.name == leader)
+    total = 90
+
+    async def publish(i: int) -> dict:
+        while True:  # a temporary error: the same id again, as clients do
+            reply = await pub.request({"type": "publish", "room": room, "data": {"i": i},
+                                       "id": f"k{i}"}, timeout=60 * UNIT)
+            if reply["type"] == "ack" or not reply.get("temporary"):
+                return reply
+            await asyncio.sleep(0.2)
+
+    try:
+        tasks = []
+        for i in range(total):
+            tasks.append(asyncio.create_task(publish(i)))
+            if i == total // 3:
+                victim.kill()
+            await asyncio.sleep(0.01)
+        replies = await asyncio.wait_for(asyncio.gather(*tasks), 120 * UNIT)
+        assert all(r["type"] == "ack" for r in replies)
+        acked = {i: r["seq"] for i, r in enumerate(replies)}
+        sentinel = await pub.publish(room, {"i": "sentinel"}, "k-sentinel")
+        for member in (member_a, member_b):
+            await member.wait_for(lambda f, s=sentinel["seq"]: f.get("seq") == s,
+                                  timeout=60 * UNIT)
+            msgs = [m for m in member.messages(room) if m["data"]["i"] != "sentinel"]
+            assert sorted(m["data"]["i"] for m in msgs) == list(range(total))
+            assert_chain(msgs)
+            assert {m["data"]["i"]: m["seq"] for m in msgs} == acked
+        stored = await nc.jetstream().stream_info(place.stream, subjects_filter=place.subject)
+        assert stored.state.subjects == {place.subject: total + 1}
+    finally:
+        if not victim.running:
+            victim.start()
+            await asyncio.to_thread(victim.wait_ready)
+        await nc.close()
+    for c in (member_a, member_b, pub):
+        await c.close()
+
+
+async def test_kill_9_of_the_clients_node_resumes_elsewhere(nats3, toml_file):
+    """A node process on the same namespaces file is killed with SIGKILL while a publisher
+    runs: the client resumes on the other node and has every acked message once, in order."""
+    port = free_port()
+    victim = NodeProcess("kvictim", "127.0.0.1", port, nats3.urls, KEY, 3,
+                         {"ROOMCAST_LOG_LEVEL": "warning", "ROOMCAST_NAMESPACES": toml_file})
+    survivor = await start_node(nats3.urls, node_id="ksurvivor",
+                                nats_kw={"namespaces": NAMESPACES})
+    try:
+        await asyncio.to_thread(victim.wait_ready)
+        room = room_name()
+        async with client([ws(port), ws(survivor.port)], token("erin"),
+                          shuffle_urls=False) as c, \
+                client(ws(survivor.port), token("pub")) as pub:
+            await c.join(room)
+            assert c.node == "kvictim"
+            acked: list[int] = []
+
+            async def publisher():
+                for i in range(200):
+                    acked.append(await pub.publish(room, {"i": i}))
+                    await asyncio.sleep(0.003)
+
+            task = asyncio.create_task(publisher())
+            got = await collect(c, 40)
+            victim.proc.send_signal(signal.SIGKILL)
+            got += await collect(c, 160)
+            await task
+            assert c.node == "ksurvivor"
+            assert [m.seq for m in got] == acked
+            assert_message_chain(got)
+    finally:
+        victim.stop()
+        await survivor.stop()
+
+
+async def test_latest_value_rooms_and_backend_only_publishing(knodes):
+    """score.*: only the backend (server API) publishes; a new member gets the room's last
+    message on join, and the stream keeps one message per room."""
+    from roomcast.api import ServerApi
+
+    a, _ = knodes
+    room = f"score.{room_name()}"
+    api = await ServerApi(list(a.config.nats.urls)).connect()
+    try:
+        for n in range(3):
+            await api.publish(room, {"score": n})
+        c = await WsClient.connect(a.port)
+        joined = await c.join(room)
+        [m] = await c.wait_messages(room, 1)
+        assert m["data"] == {"score": 2}
+        assert joined["replayed"] == 1 and joined["recovered"] is False
+        reply = await c.request({"type": "publish", "room": room, "data": 1})
+        assert reply["type"] == "error" and reply["code"] == "forbidden", reply
+        assert "backend" in reply["message"]
+        await api.publish(room, {"score": 3})
+        live = await c.wait_messages(room, 2)
+        assert live[-1]["data"] == {"score": 3}
+        page = await c.request({"type": "history", "room": room, "limit": 10})
+        assert [x["data"] for x in page["messages"]] == [{"score": 3}]
+        await c.close()
+    finally:
+        await api.close()
+
+
+async def test_presence_per_namespace(knodes):
+    """quiet.*: no presence at all; stadium.*: counts only, never a member list."""
+    a, b = knodes
+    quiet, stadium = f"quiet.{room_name()}", f"stadium.{room_name()}"
+    x, y = await WsClient.connect(a.port, token("x")), await WsClient.connect(b.port, token("y"))
+    jq = await x.join(quiet)
+    assert "presence" not in jq
+    assert a.presence.state.user_count(quiet) == 0
+    js = await x.join(stadium)
+    assert "members" not in js["presence"] and js["presence"]["users"] == 1
+    await y.join(stadium)
+    deadline = time.monotonic() + 10 * UNIT
+    while not any(f["type"] == "presence_count" and f.get("users") == 2 for f in x.frames):
+        assert time.monotonic() < deadline, x.frames[-5:]
+        await asyncio.sleep(0.05)
+    assert not any(f["type"] in ("presence_diff", "presence_state") for f in x.frames)
+    await x.close()
+    await y.close()
+
+
+def test_an_invalid_namespaces_file_stops_the_node_naming_the_line(tmp_path):
+    bad = tmp_path / "ns.toml"
+    bad.write_text("[defaults]\nhistory = 5\n\n[namespaces.chat]\nstreams = 99\n")
+    out = subprocess.run([sys.executable, "-m", "roomcast", "node", "--jwt-key", "k" * 32,
+                          "--namespaces", str(bad), "--nats-url", "nats://127.0.0.1:1"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert f"{bad}, line 5: streams must be 1..16" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
