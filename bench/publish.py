@@ -1,6 +1,11 @@
 """Publish throughput: how many client publishes per second one node stores in JetStream.
 
     python -m bench.publish [--connections 50 --window 64 --rooms 100 --duration 8]
+                            [--streams 1 3]
+
+``--streams K`` spreads the rooms over K JetStream streams (a namespaces file with
+``[defaults] streams = K``, docs/namespaces.md; each value one run), leaders on different
+servers.
 
 Starts its own 3-server JetStream cluster (stream R3) and one edge node on 127.0.0.1.
 ``--connections`` clients each keep ``--window`` publishes in flight (a new one is sent as each
@@ -49,7 +54,15 @@ async def _pace(args, senders, credits, state) -> None:
 
 
 async def run(args) -> dict:
-    with Cluster(nodes=1, nats=args.nats) as cluster:
+    env = {}
+    if args.streams != 1:
+        import tempfile
+
+        f = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)  # noqa: SIM115
+        f.write(f"[defaults]\nstreams = {args.streams}\n")
+        f.close()
+        env["ROOMCAST_NAMESPACES"] = f.name
+    with Cluster(nodes=1, nats=args.nats, env=env) as cluster:
         port = cluster.node_procs[0].port
         path = f"/ws?token={cluster.token('pub')}"
         lat: list[int] = []
@@ -153,18 +166,23 @@ def main() -> None:
     add_gen_gc_flag(ap)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--nats", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=1, help="rounds over the settings, alternating")
+    ap.add_argument("--streams", type=int, nargs="+", default=[1],
+                    help="JetStream streams the rooms are spread over (several: one run each)")
     args = ap.parse_args()
     print(f"# publish throughput: 1 node, {args.connections} connections, {args.rooms} rooms, "
           f"NATS {args.nats} servers; {machine()}")
-    print("| in flight | publishes/s | node CPU µs/publish | node CPU % | NATS CPU % | "
+    print("| streams | in flight | publishes/s | node CPU µs/publish | node CPU % | NATS CPU % | "
           "load gen CPU % | ack p50 ms | p99 ms | max ms | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     import uvloop
 
-    for window in args.window:
-        args.window = window
+    windows, all_streams = args.window, args.streams
+    for streams, window in [(k, w) for _ in range(args.runs) for k in all_streams for w in windows]:
+        args.window, args.streams = window, streams
         r = uvloop.run(run(args))
-        print(f"| {window * args.connections} | {r['publishes_per_s']:,.0f} | {r['cpu_us']:.1f} | "
+        print(f"| {streams} | {window * args.connections} | {r['publishes_per_s']:,.0f} | "
+              f"{r['cpu_us']:.1f} | "
               f"{r['node_cpu']:.0f} | {r['nats_cpu']:.0f} | {r['gen_cpu']:.0f} | {r['p50']:.2f} | "
               f"{r['p99']:.2f} | {r['max']:.2f} | {r['errors']} |", flush=True)
 

@@ -226,3 +226,27 @@ def test_streams_are_applied_by_an_init_step_and_only_verified_by_nodes(overlay)
     edge_env = {e["name"]: e.get("value") for e in edge["env"]}
     for name in ("ROOMCAST_NATS_URL", "ROOMCAST_NATS_USER", "ROOMCAST_NATS_PASSWORD_FILE"):
         assert env[name] == edge_env[name], name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_namespaces_file_is_one_configmap_seen_by_the_init_step_and_the_nodes(overlay):
+    """The shipped namespaces.toml parses, its defaults are config.env's history settings,
+    and the streams init step and the edge container mount the same file at the path
+    ROOMCAST_NAMESPACES names (so both compute the same streams)."""
+    from roomcast.namespaces import Namespace, parse
+
+    objs = render(overlay)
+    spec = find(objs, "Deployment", "roomcast-edge")["spec"]["template"]["spec"]
+    config = next(o for o in objs if o["kind"] == "ConfigMap"
+                  and o["metadata"]["name"].startswith("roomcast-config"))["data"]
+    files = next(o for o in objs if o["kind"] == "ConfigMap"
+                 and o["metadata"]["name"].startswith("roomcast-namespaces"))
+    ns = parse(files["data"]["namespaces.toml"], Namespace(), source="namespaces.toml")
+    assert ns.defaults.history == int(config["ROOMCAST_HISTORY_PER_ROOM"])
+    assert ns.defaults.history_max_age == float(config["ROOMCAST_HISTORY_MAX_AGE"])
+    path = config["ROOMCAST_NAMESPACES"]
+    [volume] = [v for v in spec["volumes"]
+                if v.get("configMap", {}).get("name") == files["metadata"]["name"]]
+    for container in (spec["initContainers"][0], spec["containers"][0]):
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+        assert path == f"{mount['mountPath']}/namespaces.toml", container["name"]

@@ -35,8 +35,12 @@ async def test_shipped_permissions(secured):
     """Node user runs a node; operator can query admin but not publish into rooms; backend
     receives presence events but cannot query admin."""
     port = secured
+    from roomcast.namespaces import Namespace, parse
+
+    # part.*: rooms over two streams of their own (rs.> / live.rs.> subjects)
     node = await start_node([url("roomcast-node", PW["ROOMCAST_NODE_PASSWORD"], port)],
-                            replicas=1)
+                            replicas=1, nats_kw={"namespaces": parse(
+                                "[namespaces.part]\nstreams = 2\n", Namespace())})
     errors: list[Exception] = []
 
     async def on_error(e: Exception) -> None:
@@ -87,7 +91,12 @@ async def test_shipped_permissions(secured):
         assert b'"seq"' in msg.data, msg.data
         got = await c.wait_messages(room, 2)
         assert (got[1]["from"], got[1]["data"]) == ("backend", "from the backend")
-        for subject in (f"room.{room}", "roomcast.ctl.disconnect", "$KV.ROOMCAST_BANS.x",
+        part = f"part.{room}"
+        await c.join(part)
+        assert (await c.publish(part, "partitioned"))["type"] == "ack"
+        assert [m["data"] for m in await c.wait_messages(part, 1)] == ["partitioned"]
+        for subject in (f"room.{room}", f"rs.PART.0.{part}", "roomcast.ctl.disconnect",
+                        "$KV.ROOMCAST_BANS.x",
                         "$JS.API.STREAM.MSG.DELETE.ROOMS"):
             errors.clear()
             await backend.publish(subject, b'{"user":"perm"}')
