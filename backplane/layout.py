@@ -2,6 +2,7 @@
 
 * Rooms in no namespace, with ``streams = 1`` (the default): the ``ROOMS`` stream, subjects
   ``room.<room>`` / ``live.room.<room>`` — the layout of every version before namespaces.
+* Ephemeral namespaces (``storage = "ephemeral"``): no stream; ``eph.<room>`` over core NATS.
 * Any other namespace ``ns``, and the defaults with ``streams = K > 1``: streams
   ``ROOMS_<TAG>_<k>`` for k in 0..K-1, subjects ``rs.<tag>.<k>.<room>`` /
   ``live.rs.<tag>.<k>.<room>``. A room's k is ``crc32(room) mod K``: stable across processes,
@@ -31,10 +32,15 @@ from roomcast.namespaces import Namespace, Namespaces, single, stream_tag
 
 @dataclass(frozen=True, slots=True)
 class Place:
-    stream: str
+    stream: str  # "" for an ephemeral room (no stream)
     subject: str  # the room's messages are published (and stored) here
     live: str  # the stream re-publishes them here, with sequence headers
-    index: int  # the stream's position in the layout (its part of the epoch)
+    index: int  # the stream's position in the layout (its part of the epoch); -1: none
+    ephemeral: bool = False  # core NATS only: nothing stored, no seq (docs/namespaces.md)
+
+
+#: Subjects of ephemeral rooms: published and delivered over core NATS, never stored.
+EPHEMERAL_PREFIX = "eph."
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,9 @@ class Layout:
         self.streams: list[Stream] = []
         self._of: dict[str, list[Stream]] = {}  # namespace name -> its streams
         for ns in namespaces.all():
+            if ns.storage == "ephemeral":
+                self._of[ns.name] = []
+                continue
             if not ns.name and ns.streams == 1:
                 group = [Stream(rooms_stream, subjects.ROOM_PREFIX, subjects.LIVE_PREFIX, ns)]
             else:
@@ -74,8 +83,11 @@ class Layout:
         p = self._cache.get(room)
         if p is None:
             group = self._of[self.namespaces.of(room).name]
-            s = group[zlib.crc32(room.encode()) % len(group)] if len(group) > 1 else group[0]
-            p = Place(s.name, s.prefix + room, s.live_prefix + room, self._index[s.name])
+            if not group:
+                p = Place("", EPHEMERAL_PREFIX + room, EPHEMERAL_PREFIX + room, -1, True)
+            else:
+                s = group[zlib.crc32(room.encode()) % len(group)] if len(group) > 1 else group[0]
+                p = Place(s.name, s.prefix + room, s.live_prefix + room, self._index[s.name])
             if len(self._cache) > 100_000:
                 self._cache.clear()
             self._cache[room] = p

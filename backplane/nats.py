@@ -92,6 +92,8 @@ class NatsBackplane:
         if fingerprint != self.layout.fingerprint:
             return False
         i = self.layout.place(room).index
+        if i < 0:
+            return True  # an ephemeral room has no positions to judge
         theirs = parts.split(",")
         return i < len(theirs) and theirs[i] == self._epochs[i]
 
@@ -293,7 +295,22 @@ class NatsBackplane:
         transient error (timeout, no responders, API error, connection) when this attempt did
         not store the message; :meth:`publish` retries such failures with the same ``msg_id``.
         """
-        return await self.store_begin(self.layout.place(room).subject, body, msg_id)
+        place = self.layout.place(room)
+        if place.ephemeral:
+            return await self._publish_ephemeral(place.subject, body)
+        return await self.store_begin(place.subject, body, msg_id)
+
+    async def _publish_ephemeral(self, subject: str, body: bytes
+                                 ) -> asyncio.Future[PublishResult]:
+        """Core NATS, nothing stored: "acked" (seq 0) once handed to the connection."""
+        fut: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
+        try:
+            await self._nc.publish(subject, body)
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(PublishResult(0, False))
+        return fut
 
     async def store_begin(self, subject: str, body: bytes, msg_id: str
                           ) -> asyncio.Future[PublishResult]:
@@ -374,6 +391,11 @@ class NatsBackplane:
         if room in self._subs:
             return
 
+        place = self.layout.place(room)
+
+        def on_ephemeral(subject: bytes, headers: bytes | None, data: bytes) -> None:
+            handler(RoomMessage(room, 0, None, data))
+
         def on_live(subject: bytes, headers: bytes | None, data: bytes) -> None:
             seqs = sequence_headers(headers)
             if seqs is None:
@@ -385,10 +407,10 @@ class NatsBackplane:
         # Live messages skip nats-py's per-message machinery (Msg, header dict, pending queue,
         # a task wakeup): the parser hands them to on_live, which only queues frames.
         try:
-            sub = await self._nc.subscribe(self.layout.place(room).live)
+            sub = await self._nc.subscribe(place.live)
         except nats.errors.BadSubjectError as exc:
             raise BackplaneError(f"cannot subscribe to room {room[:80]!r}: {exc}") from None
-        self._nc.direct(sub, on_live)
+        self._nc.direct(sub, on_ephemeral if place.ephemeral else on_live)
         self._subs[room] = sub
         await self._nc.flush(timeout=5)
 
@@ -411,6 +433,8 @@ class NatsBackplane:
     async def history(self, room: str, start_seq: int, limit: int) -> list[StoredMessage]:
         if not subjects.valid_tokens(room):  # it goes into a JSON filter, not past the seam
             raise BackplaneError(f"history read of {room[:80]!r} refused: not a room name")
+        if self.layout.place(room).ephemeral:
+            return []  # nothing is stored
         self._hist_counter += 1
         token = str(self._hist_counter)
         q: asyncio.Queue[Msg] = asyncio.Queue()
@@ -443,6 +467,8 @@ class NatsBackplane:
             del self._hist_waiters[token]
 
     async def last_seq(self, room: str, *, leader: bool = False) -> int:
+        if self.layout.place(room).ephemeral:
+            return 0
         if leader:
             return await self._leader_last_seq(room)
         place = self.layout.place(room)

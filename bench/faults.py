@@ -35,6 +35,7 @@ import websockets
 from bench.harness import machine, percentile
 from roomcast.auth import mint_token
 from roomcast.client import State, connect
+from roomcast.client.presence import RoomPresence
 from roomcast.dev import NodeProcess
 from roomcast.natsserver import NatsCluster, free_port
 
@@ -70,14 +71,20 @@ class Observer:
             for i, r in enumerate(rooms):
                 await ws.send(json.dumps({"type": "join", "room": r, "rid": i}))
             joined = 0
+            views: dict[str, RoomPresence] = {}
             async for raw in ws:
                 f = json.loads(raw)
                 if f["type"] == "joined":
                     joined += 1
+                    if "presence" in f:
+                        views[f["room"]] = RoomPresence.of(f["presence"])
                     if joined == len(rooms):
                         ready.set()
-                elif f["type"] == "presence":
-                    self.events.append((time.monotonic(), f["event"], f["user"]))
+                elif f["type"].startswith("presence_") and f["room"] in views:
+                    came, went = views[f["room"]].apply(f)
+                    now = time.monotonic()
+                    self.events += [(now, "join", u) for u in came]
+                    self.events += [(now, "leave", u) for u in went]
 
 
 async def drill(name: str, *, clients: int, rooms: int, rate: float) -> DrillResult:

@@ -318,7 +318,10 @@ class Connection:
                  and not self.node.backplane.epoch_matches(room, epoch))
         if stale:
             since = 0  # positions from another stream epoch mean nothing here
-        if since is None and self.node.namespaces.of(room).storage == "latest":
+        storage = self.node.namespaces.of(room).storage
+        if storage == "ephemeral" and since is not None:
+            since, stale = None, True  # nothing stored: nothing to replay (recovered: false)
+        elif since is None and storage == "latest":
             since = 0  # a latest-value room hands every new member its last message
         presence = self.node.presence if self.node.tracks_presence(room) else None
         if presence is not None:

@@ -201,6 +201,13 @@ class RoomRegistry:
         room = self.rooms.get(msg.room)
         if room is None:
             return
+        if not msg.seq:
+            # An ephemeral room's message (core NATS, docs/namespaces.md): no order to keep,
+            # nothing to cache or replay; members get it with seq 0.
+            if room.members:
+                frame = p.message_frame(room.name_json, 0, None, msg.body)
+                self._queue(room, 0, frame, text_frame(frame))
+            return
         if room.pending is not None:
             room.pending.append(msg)
             return

@@ -18,7 +18,7 @@ from roomcast.errors import ConfigError
 
 EVENTS = ("users", "counts", "off")
 PUBLISH = ("clients", "backend")
-STORAGE = ("stream", "latest")
+STORAGE = ("stream", "latest", "ephemeral")
 MAX_STREAMS = 16
 
 
@@ -34,8 +34,9 @@ class Namespace:
     member_list_max: users a room lists before it is counted.
     publish: ``clients`` (members with a publish permission) or ``backend`` (the server API
         only: clients get ``forbidden``).
-    storage: ``stream`` (every message stored, history, resume) or ``latest`` (only the last
-        message per room kept, and replayed to every new member on join).
+    storage: ``stream`` (every message stored, history, resume), ``latest`` (only the last
+        message per room kept, and replayed to every new member on join) or ``ephemeral``
+        (core NATS only: nothing stored, no ``seq``, no history, nothing replayed on resume).
     streams: JetStream streams the namespace's rooms are spread over by a stable hash.
     """
 
@@ -188,9 +189,6 @@ def _check(key: str, value: object, at: str) -> object:
             raise bad("must be a number of seconds >= 0 (0: no age limit)")
         return float(value)
     choices = {"presence_events": EVENTS, "publish": PUBLISH, "storage": STORAGE}[key]
-    if key == "storage" and value == "ephemeral":
-        raise bad("'ephemeral' (core NATS, nothing stored) is not built yet: "
-                  "use 'stream' or 'latest'")
     if value not in choices:
         raise bad(f"must be one of {', '.join(map(repr, choices))}")
     return value

@@ -40,8 +40,9 @@ export function applyPresence(view, f) {
     return { joined: [], left: [] };
   }
   if (f.type === "presence_state") {
-    const old = view.members ?? new Map();
+    const old = view.members;
     view.members = new Map(Object.entries(f.members ?? {}));
+    if (old === null) return { joined: [], left: [] }; // listed again after counts: a sync
     return { joined: [...view.members.keys()].filter((u) => !old.has(u)),
              left: [...old.keys()].filter((u) => !view.members.has(u)) };
   }
@@ -463,6 +464,11 @@ export class RoomcastClient extends EventTarget {
     const state = this.rooms.get(f.room);
     if (!state) return;
     const pos = state.position;
+    if (!f.seq) { // an ephemeral room's message: not stored, no order to keep (§4.5)
+      const detail = { room: f.room, seq: 0, prev: null, sender: f.from, ts: f.ts, id: f.id, data: f.data };
+      this.dispatchEvent(new CustomEvent("message", { detail }));
+      return;
+    }
     if (pos !== null && f.seq <= pos) return; // duplicate
     if (pos !== null && f.prev !== null && f.prev !== pos) {
       // Gap: drop this one and ask for everything after our position (once at a time).

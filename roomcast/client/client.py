@@ -451,6 +451,9 @@ class Client:
         if state is None:
             return
         seq, prev = f["seq"], f["prev"]
+        if not seq:  # an ephemeral room's message: not stored, no order to keep (§4.5)
+            await self._inbox.put(message_of(f))
+            return
         verdict = judge(state.position, seq, prev)
         if verdict is Verdict.DUPLICATE:
             return

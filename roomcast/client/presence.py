@@ -32,7 +32,7 @@ class RoomPresence:
 
     def apply(self, frame: dict) -> tuple[list[str], list[str]]:
         """Apply a ``presence_*`` frame; returns the users it added to and removed from the
-        list (empty while the room is counted, not listed)."""
+        list (empty while the room is counted, not listed, and when its list comes back)."""
         kind = frame.get("type")
         self.users = frame.get("users", self.users)
         self.connections = frame.get("connections", self.connections)
@@ -40,7 +40,9 @@ class RoomPresence:
             self.members = None
             return [], []
         if kind == "presence_state":
-            old, self.members = self.members or {}, dict(frame.get("members") or {})
+            old, self.members = self.members, dict(frame.get("members") or {})
+            if old is None:
+                return [], []  # listed again after counts: nobody is news, the list is
             return ([u for u in self.members if u not in old],
                     [u for u in old if u not in self.members])
         if kind != "presence_diff" or self.members is None:

@@ -46,6 +46,10 @@ presence = false
 
 [namespaces.stadium]
 presence_events = "counts"
+
+[namespaces.cursor]
+storage = "ephemeral"
+presence = false
 """
 NAMESPACES = parse(TOML, Namespace())
 
@@ -268,6 +272,63 @@ async def test_presence_per_namespace(knodes):
     assert not any(f["type"] in ("presence_diff", "presence_state") for f in x.frames)
     await x.close()
     await y.close()
+
+
+async def test_ephemeral_rooms_go_over_core_nats_and_store_nothing(nats3, knodes):
+    """cursor.*: members on both nodes get each message with seq 0 (no order kept); the ack
+    says seq 0; no stream holds it, history is empty, and a resume says recovered: false.
+    The Python client hands every seq-0 message over (no dedupe by seq)."""
+    from roomcast.api import ServerApi
+
+    a, b = knodes
+    room = f"cursor.{room_name()}"
+    assert a.layout.place(room).ephemeral
+    x, y = await WsClient.connect(a.port, token("x")), await WsClient.connect(b.port, token("y"))
+    jx = await x.join(room)
+    await y.join(room)
+    assert jx["seq"] == 0 and "presence" not in jx
+    acks = [await x.publish(room, {"pos": i}, f"c{i}") for i in range(5)]
+    assert [k["seq"] for k in acks] == [0] * 5
+    for member in (x, y):
+        got = await member.wait_messages(room, 5)
+        assert sorted(m["data"]["pos"] for m in got) == list(range(5))
+        assert {(m["seq"], m["prev"]) for m in got} == {(0, None)}
+    page = await y.request({"type": "history", "room": room, "limit": 10})
+    assert page["messages"] == [] and page["more"] is False
+    api = await ServerApi(list(a.config.nats.urls)).connect()
+    try:
+        assert await api.publish(room, {"pos": "backend"}) == 0
+    finally:
+        await api.close()
+    async with client([ws(b.port)], token("z")) as c:
+        await c.join(room)
+        await api_publish_again(a, room)
+        m = await c.next_message(10 * UNIT)
+        assert (m.seq, m.data) == (0, {"pos": "again"})
+        m2 = await c.next_message(10 * UNIT)
+        assert (m2.seq, m2.data) == (0, {"pos": "again"})  # same seq 0: both handed over
+    nc = await nats.connect(nats3.urls)
+    try:
+        for name in (f"ROOMS_DEFAULT_{k}" for k in range(3)):
+            info = await nc.jetstream().stream_info(name, subjects_filter=f"rs.*.*.{room}")
+            assert not info.state.subjects
+    finally:
+        await nc.close()
+    resumed = await y.request({"type": "join", "room": room, "since": 3, "epoch": "x"})
+    assert resumed["recovered"] is False and resumed["replayed"] == 0
+    await x.close()
+    await y.close()
+
+
+async def api_publish_again(node, room: str) -> None:
+    from roomcast.api import ServerApi
+
+    api = await ServerApi(list(node.config.nats.urls)).connect()
+    try:
+        for _ in range(2):
+            await api.publish(room, {"pos": "again"})
+    finally:
+        await api.close()
 
 
 def test_an_invalid_namespaces_file_stops_the_node_naming_the_line(tmp_path):

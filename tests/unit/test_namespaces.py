@@ -60,7 +60,7 @@ def test_rooms_take_the_longest_matching_prefix():
     ("[defaults]\nhistory = 0\n", 2, "history must be 1..1000000"),
     ("[defaults]\nhistroy = 5\n", 2, "unknown option 'histroy'"),
     ("[namespaces.chat]\nstreams = 17\n", 2, "streams must be 1..16"),
-    ("[namespaces.chat]\n\n\nstorage = \"ephemeral\"\n", 4, "not built yet"),
+    ("[namespaces.chat]\n\n\nstorage = \"stored\"\n", 4, "storage must be one of"),
     ("[namespaces.chat]\npublish = \"anyone\"\n", 2, "publish must be one of"),
     ("[namespaces.chat]\npresence = \"yes\"\n", 2, "must be true or false"),
     ("[namespaces.chat]\nhistory_max_age = -1\n", 2, "history_max_age must be"),
