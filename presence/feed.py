@@ -9,7 +9,9 @@ members marks the room *touched*; :meth:`PresenceFeed.due` then turns each touch
   (not the sequence of events) is what makes a diff safe for a member that joined in the
   middle of the interval: its ``joined`` list was taken at some point of the interval, and the
   diff brings every touched user to where they are now, whatever that list said.
-* ``presence_count`` (at most once per ``count_interval``) while the room has more users than
+* ``presence_count`` (at most once per :meth:`PresenceFeed.count_interval_of` the room: the
+  configured interval, longer for huge rooms — a count goes to every member, so a room of N
+  users costs N writes per count) while the room has more users than
   its threshold (lists name each user's first few connections only): members keep
   counts, not lists, and a join costs the node the same whatever the room's size.
 * ``presence_state`` (the whole list) when a room in counts comes back below 90 % of its
@@ -29,6 +31,12 @@ import msgspec
 from roomcast.presence.state import Op, PresenceState, Transition
 
 _enc = msgspec.json.Encoder()
+
+#: A room's counts go out at most once per ``count_interval``, or once per this many users
+#: seconds if longer (10,000 users: every 10 s), capped at ``COUNT_INTERVAL_MAX``: the writes a
+#: room's counts cost stay near ``COUNT_USERS_PER_SECOND`` per second cluster-wide, not N.
+COUNT_USERS_PER_SECOND = 1000
+COUNT_INTERVAL_MAX = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +128,10 @@ class PresenceFeed:
 
     # -- output ------------------------------------------------------------------------
 
+    def count_interval_of(self, room: str) -> float:
+        users = self.state.user_count(room)
+        return max(self.count_interval, min(COUNT_INTERVAL_MAX, users / COUNT_USERS_PER_SECOND))
+
     def next_due(self) -> float | None:
         """When :meth:`due` has something to send (monotonic seconds), None if nothing."""
         best = None
@@ -127,7 +139,7 @@ class PresenceFeed:
             at = t.since + self.interval
             sent = self._counts_sent.get(room)
             if sent is not None and not self._listing.get(room, True):
-                at = max(at, sent + self.count_interval)
+                at = max(at, sent + self.count_interval_of(room))
             best = at if best is None else min(best, at)
         return best
 
@@ -168,7 +180,7 @@ class PresenceFeed:
             return _enc.encode({"type": "presence_diff", "room": room, "joins": joins,
                                 "leaves": leaves, "users": users, "connections": conns})
         sent = self._counts_sent.get(room)
-        if sent is not None and was is False and now < sent + self.count_interval:
+        if sent is not None and was is False and now < sent + self.count_interval_of(room):
             return None
         # Sent even if the counts equal the last ones sent: a member that joined meanwhile
         # may have been told other counts.

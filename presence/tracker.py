@@ -274,8 +274,9 @@ class PresenceTracker:
         if not self._outbox and not self._evictions:
             asyncio.get_running_loop().call_later(DELTA_BATCH, self._send_deltas)
         self._outbox.append(_Step(delta.counter, delta.op.value, _wire(delta.conn)))
-        first = delta.op is Op.JOIN and any(t.conn.conn == delta.conn.conn for t in trans)
-        last = delta.op is Op.LEAVE and any(t.conn.conn == delta.conn.conn for t in trans)
+        # A local change makes at most one transition, of its own connection.
+        first = bool(trans) and delta.op is Op.JOIN
+        last = bool(trans) and delta.op is Op.LEAVE
         self.events.add(delta.conn.room, _event(delta.op, delta.conn, first, last, "client"),
                         f"{self.instance}:{delta.counter}")
         if trans:

@@ -216,3 +216,22 @@ console.log("checked", checked);
     out = subprocess.run([NODE, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert int(out.stdout.split()[-1]) >= 300
+
+
+def test_huge_rooms_get_counts_less_often():
+    """A count goes to every member: a room's counts go out once per count_interval up to
+    1,000 users, then once per 1,000 users seconds, at most every 10 s."""
+    state = PresenceState("self")
+    feed = PresenceFeed(state, count_interval=1.0)
+    for i in range(5000):
+        feed.add(state.track(Conn(ROOM, f"c{i}", f"u{i}", "self", 0))[1], 0.0, lambda r: True)
+    assert feed.count_interval_of(ROOM) == 5.0
+    sent = []
+    for k in range(1, 300):  # 30 s, a join every 0.1 s
+        t = 0.1 * k
+        feed.add(state.track(Conn(ROOM, f"x{k}", f"x{k}", "self", 0))[1], t, lambda r: True)
+        if feed.due(t):
+            sent.append(t)
+    assert 5 <= len(sent) <= 7, sent  # every ~5 s, not every second
+    assert all(b - a >= 5.0 - 1e-9 for a, b in zip(sent, sent[1:], strict=False)), sent
+    assert feed.count_interval_of("empty") == 1.0
