@@ -138,3 +138,33 @@ test("a connection lost mid-resume resumes again with the previous token; recove
   assert.deepEqual(got, [3]);
   c.close();
 });
+
+test("ephemeral messages (seq 0) are all handed over; presence frames keep the member list", async () => {
+  const c = new RoomcastClient("ws://x/ws", "t", { WebSocketImpl: FakeSocket, shuffleUrls: false });
+  const got = [];
+  const heard = [];
+  c.addEventListener("message", (e) => got.push([e.detail.seq, e.detail.data]));
+  c.addEventListener("presence", (e) => heard.push([e.detail.joined, e.detail.left, e.detail.sync]));
+  await c.connect();
+  const joining = c.join("cursor.a");
+  const ws = FakeSocket.last;
+  const join = ws.sent.find((f) => f.type === "join");
+  ws.deliver({ type: "joined", room: "cursor.a", seq: 0, rid: join.rid,
+    presence: { users: 1, connections: 1, members: { u: [{ conn: "c1" }] } } });
+  await joining;
+  const eph = (data) => ({ type: "message", room: "cursor.a", seq: 0, prev: null, from: "b", ts: 1, id: null, data });
+  ws.deliver(eph(1));
+  ws.deliver(eph(1)); // the same again: not a duplicate by seq, both handed over
+  ws.deliver(eph(2));
+  assert.deepEqual(got, [[0, 1], [0, 1], [0, 2]]);
+  ws.deliver({ type: "presence_diff", room: "cursor.a", joins: { b: { conn: "c2" }, u: { conn: "c1" } },
+    leaves: { ghost: { conn: "c9" } }, users: 2, connections: 2 });
+  assert.deepEqual(c.membersOf("cursor.a"), ["b", "u"]);
+  ws.deliver({ type: "presence_count", room: "cursor.a", users: 500, connections: 510 });
+  assert.equal(c.membersOf("cursor.a"), null);
+  assert.deepEqual(c.countsOf("cursor.a"), { users: 500, connections: 510 });
+  ws.deliver({ type: "presence_state", room: "cursor.a", users: 1, connections: 1, members: { b: [{ conn: "c2" }] } });
+  assert.deepEqual(c.membersOf("cursor.a"), ["b"]);
+  assert.deepEqual(heard.map(([j, l]) => [j, l]), [[[], []], [["b"], []], [[], []], [[], []]]);
+  c.close();
+});

@@ -18,7 +18,7 @@ def test_roomcast_js_logic():
     out = subprocess.run([NODE, "--test", str(here / "roomcast.test.mjs")], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "# fail 0" in out.stdout and "# pass 6" in out.stdout, out.stdout
+    assert "# fail 0" in out.stdout and "# pass 7" in out.stdout, out.stdout
 
 
 NPM = shutil.which("npm")
