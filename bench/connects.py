@@ -42,6 +42,8 @@ async def serve_relay(port: int, urls: str) -> None:
     import nats
     from websockets.asyncio.server import serve
 
+    from roomcast.node.wire import text_frame
+
     nc = await nats.connect(urls.split(","))
     rooms: dict[str, set] = {}
 
@@ -57,8 +59,9 @@ async def serve_relay(port: int, urls: str) -> None:
                         members = rooms[room] = set()
 
                         async def deliver(msg, members=members) -> None:
+                            frame = text_frame(msg.data)  # framed once, written to each
                             for m in list(members):
-                                m.transport.write(msg.data)  # a sketch: raw relay, no framing
+                                m.transport.write(frame)
 
                         await nc.subscribe(f"relay.{room}", cb=deliver)
                     members.add(ws)

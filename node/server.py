@@ -117,6 +117,7 @@ class Node:
         self.instance = f"{config.node_id}.{secrets.token_hex(2)}"
         self.presence: PresenceTracker | None = None
         self.presence_out: PresenceOut | None = None
+        self._feed_opts: dict[str, FeedOptions] = {}  # namespace name -> the feed's options
         self._admin: AdminService | None = None
         self._api: ServerApi | None = None
         self.control: Control | None = None
@@ -346,8 +347,11 @@ class Node:
 
     def _feed_options(self, room: str) -> FeedOptions:
         ns = self.namespaces.of(room)
-        return FeedOptions(threshold=ns.member_list_max,
-                           events=ns.presence_events if ns.presence else "off")
+        options = self._feed_opts.get(ns.name)
+        if options is None:
+            options = self._feed_opts[ns.name] = FeedOptions(
+                threshold=ns.member_list_max, events=ns.presence_events if ns.presence else "off")
+        return options
 
     def tracks_presence(self, room: str) -> bool:
         """Whether joins of ``room`` are tracked in presence (on, and its namespace's option)."""

@@ -132,3 +132,45 @@ async def test_a_stream_recreated_under_running_nodes(cluster):
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_streams_apply_with_a_namespaces_file(cluster, capsys, tmp_path):
+    """`roomcast streams apply --namespaces FILE` (what the k8s init step runs) creates each
+    namespace's streams with its own limits and spreads a partitioned namespace's leaders over
+    the servers; `check` then agrees, and a node on the same file is ready; a node whose file
+    says otherwise is unready and told to apply with its --namespaces."""
+    ns = tmp_path / "ns.toml"
+    ns.write_text('[namespaces.chat]\nstreams = 3\n\n[namespaces.score]\nstorage = "latest"\n')
+    urls = ",".join(cluster.urls)
+    args = ["--nats-url", urls, "--replicas", "3", "--namespaces", str(ns)]
+    assert await asyncio.to_thread(cli, ["streams", "apply", *args]) == 0
+    out = capsys.readouterr().out
+    for name in ("ROOMS", "ROOMS_CHAT_0", "ROOMS_CHAT_1", "ROOMS_CHAT_2", "ROOMS_SCORE_0"):
+        assert f"created {name}" in out, out
+    leaders = [line for line in out.splitlines() if line.startswith("leaders: ")]
+    assert len(leaders) == 1 and len({part.rsplit(" on ", 1)[1]
+                                      for part in leaders[0][9:].split(", ")}) == 3, out
+    assert (await stream_config(cluster.urls, "ROOMS_SCORE_0")).max_msgs_per_subject == 1
+    assert await asyncio.to_thread(cli, ["streams", "check", *args]) == 0
+    from roomcast.namespaces import Namespace, load
+
+    node = await start_node(cluster.urls, replicas=3,
+                            nats_kw={"namespaces": load(str(ns), Namespace()),
+                                     "streams_mode": "verify"})
+    try:
+        assert (await node.readiness())[0]
+    finally:
+        await node.stop()
+    other = tmp_path / "other.toml"
+    other.write_text('[namespaces.chat]\nstreams = 3\nhistory = 5\n')
+    node = await start_node(cluster.urls, replicas=3,
+                            nats_kw={"namespaces": load(str(other), Namespace()),
+                                     "namespaces_file": str(other), "streams_mode": "verify"})
+    try:
+        ready, _ = await node.readiness()
+        assert not ready
+        problem = node.backplane.stream_problem
+        assert "ROOMS_CHAT_0.max_msgs_per_subject: 1000 -> 5" in problem, problem
+        assert f"--namespaces {other}" in problem
+    finally:
+        await node.stop()
