@@ -169,12 +169,13 @@ class PresenceFeed:
                 return b'{"type":"presence_state","room":%s,"users":%d,"connections":%d,' \
                        b'"members":%s}' % (_enc.encode(room), users, conns,
                                            state.members_json(room))
-            members = state.members(room)
             joins, leaves = {}, {}
             for user, t in touched.users.items():
-                conns_of = members.get(user)
-                if conns_of:
-                    joins[user] = t.conn.meta() if t.op is Op.JOIN else conns_of[0]
+                first = state.first_conn(room, user)  # the touched users only: O(changes)
+                if first is not None:
+                    # The connection that made them present, if it still is; else their oldest.
+                    joins[user] = (t.conn.meta() if t.op is Op.JOIN
+                                   and state.has_conn(room, t.conn.conn) else first.meta())
                 else:
                     leaves[user] = t.conn.meta()
             return _enc.encode({"type": "presence_diff", "room": room, "joins": joins,

@@ -191,6 +191,14 @@ class PresenceState:
             parts.append(part)
         return b"{%s}" % b",".join(parts)
 
+    def has_conn(self, room: str, conn_id: str) -> bool:
+        return (room, conn_id) in self._index
+
+    def first_conn(self, room: str, user: str) -> Conn | None:
+        """One of ``user``'s connections in ``room`` (the oldest), None if they are not in it."""
+        conns = self._rooms.get(room, {}).get(user)
+        return next(iter(conns.values())) if conns else None
+
     def user_count(self, room: str) -> int:
         return len(self._rooms.get(room, ()))
 
