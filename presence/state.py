@@ -23,6 +23,11 @@ import msgspec
 
 _enc = msgspec.json.Encoder().encode
 
+def _each(rooms: str | set[str]):
+    """The rooms of a ``_by_node`` entry (one room is kept as the str itself)."""
+    return (rooms,) if isinstance(rooms, str) else rooms
+
+
 #: Member lists (``joined``, ``presence_state``) name at most this many connections per user.
 LIST_CONNS_PER_USER = 8
 
@@ -80,7 +85,9 @@ class PresenceState:
         # room -> user -> conn id -> Conn
         self._rooms: dict[str, dict[str, dict[str, Conn]]] = {}
         # origin node -> conn id -> set of rooms, for purges and snapshots
-        self._by_node: dict[str, dict[str, set[str]]] = {}
+        # origin node -> conn id -> its room (a str: the common case of one room, no set
+        # to keep: a set costs ~220 bytes per connection on every node) or set of rooms
+        self._by_node: dict[str, dict[str, str | set[str]]] = {}
         self._origins: dict[str, _Origin] = {self_id: _Origin(0, True)}
         self._index: dict[tuple[str, str], Conn] = {}  # (room, conn id) -> entry
         # (room, user) -> that user's part of the room's member list, encoded; built when a
@@ -135,7 +142,8 @@ class PresenceState:
             return []  # older than what we have
         wanted = {(c.room, c.conn): c for c in conns}
         have = {(room, cid): self._find(room, cid)
-                for cid, rooms in self._by_node.get(origin, {}).items() for room in rooms}
+                for cid, rooms in self._by_node.get(origin, {}).items()
+                for room in _each(rooms)}
         out: list[Transition] = []
         for key, entry in have.items():
             if key not in wanted and entry is not None:
@@ -151,7 +159,7 @@ class PresenceState:
         """``origin`` is dead: remove all its connections."""
         out: list[Transition] = []
         for cid, rooms in list(self._by_node.get(origin, {}).items()):
-            for room in list(rooms):
+            for room in list(_each(rooms)):
                 entry = self._find(room, cid)
                 if entry is not None:
                     out += self._remove(entry)
@@ -167,7 +175,7 @@ class PresenceState:
     # -- queries -----------------------------------------------------------------------
 
     def snapshot_of(self, origin: str) -> list[Conn]:
-        return [c for cid, rooms in self._by_node.get(origin, {}).items() for room in rooms
+        return [c for cid, rooms in self._by_node.get(origin, {}).items() for room in _each(rooms)
                 if (c := self._find(room, cid)) is not None]
 
     def members(self, room: str) -> dict[str, list[dict[str, Any]]]:
@@ -246,7 +254,14 @@ class PresenceState:
             # user's connections one by one and asks for the list after each. (A full part,
             # LIST_CONNS_PER_USER connections, stays as it is.)
             self._user_json[key] = b"%s,%s]" % (part[:-1], _enc(c.meta()))
-        self._by_node.setdefault(c.node, {}).setdefault(c.conn, set()).add(c.room)
+        node_conns = self._by_node.setdefault(c.node, {})
+        rooms = node_conns.get(c.conn)
+        if rooms is None:
+            node_conns[c.conn] = c.room
+        elif isinstance(rooms, str):
+            node_conns[c.conn] = {rooms, c.room}
+        else:
+            rooms.add(c.room)
         return [Transition(Op.JOIN, c.room, c.user, c)] if first else []
 
     def _remove(self, c: Conn) -> list[Transition]:
@@ -260,10 +275,12 @@ class PresenceState:
         self._user_json.pop((c.room, c.user), None)
         node_conns = self._by_node.get(c.node, {})
         rooms = node_conns.get(c.conn)
-        if rooms is not None:
+        if rooms == c.room:
+            del node_conns[c.conn]
+        elif isinstance(rooms, set):
             rooms.discard(c.room)
-            if not rooms:
-                del node_conns[c.conn]
+            if len(rooms) == 1:
+                node_conns[c.conn] = next(iter(rooms))
         if conns:
             return []
         del users[c.user]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -160,8 +161,15 @@ def _wire(c: Conn) -> _Conn:
     return _Conn(c.room, c.conn, c.user, c.node, c.joined_at, c.info)
 
 
+_NO_INFO: dict = {}  # shared by every entry without info (never mutated)
+
+
 def _conn(w: _Conn) -> Conn:
-    return Conn(w.room, w.conn, w.user, w.node, w.joined_at, w.info)
+    """An entry from the wire. Every node holds one per connection in the cluster, so the
+    strings many entries share (room, node) are interned and an empty ``info`` is one dict:
+    ~170 bytes less per entry (bench.clustersize)."""
+    return Conn(sys.intern(w.room), w.conn, w.user, sys.intern(w.node), w.joined_at,
+                w.info or _NO_INFO)
 
 
 @dataclass

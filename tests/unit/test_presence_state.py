@@ -128,3 +128,26 @@ def test_members_json_is_members_encoded(steps):
             s.purge_node("B")
         for r in ("r", "s"):
             assert json.loads(s.members_json(r)) == s.members(r)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(["r1", "r2", "r3"]),
+                          st.sampled_from(["c1", "c2", "c3", "c4"])), max_size=60))
+def test_a_nodes_connections_are_indexed_whatever_their_rooms(steps):
+    """A connection in one room or several (the index keeps one room as a str, several as a
+    set): snapshots list exactly what is tracked, and a purge removes all of it."""
+    node = PresenceState("n")
+    here: set[tuple[str, str]] = set()
+    for join, room, conn in steps:
+        if join:
+            node.track(Conn(room, conn, f"user-{conn}", "n", 0))
+            here.add((room, conn))
+        else:
+            node.untrack(room, conn)
+            here.discard((room, conn))
+    assert {(c.room, c.conn) for c in node.snapshot_of("n")} == here
+    other = PresenceState("m")
+    other.apply_snapshot("n", node.counter, node.snapshot_of("n"))
+    assert {(c.room, c.conn) for c in other.snapshot_of("n")} == here
+    other.purge_node("n")
+    assert other.snapshot_of("n") == [] and other.rooms() == {}
