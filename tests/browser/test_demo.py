@@ -182,3 +182,48 @@ async def test_the_demo_page_on_a_phone_and_with_a_bad_token(nats3):
                 await browser.close()
     finally:
         await node.stop()
+
+
+async def test_the_demo_page_counts_a_room_too_big_to_list_then_lists_it_again(nats3):
+    """roomcast.js in Chromium with a real node whose rooms list at most 2 users: members
+    listed from presence_diff, then only counted (presence_count: the list empties, the count
+    goes on), then listed again (presence_state) when the room shrinks."""
+    from roomcast.presence.tracker import PresenceConfig
+    from tests.helpers import WsClient
+
+    node = await start_node(nats3.urls, node_id="counted",
+                            presence=PresenceConfig(heartbeat_interval=0.25, timeout=1.5,
+                                                    list_max=2, diff_interval=0.02,
+                                                    count_interval=0.1))
+    room = room_name("big")
+    others: list[WsClient] = []
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1000, "height": 640})
+                await page.goto(f"http://127.0.0.1:{node.port}/?token={token('pia')}"
+                                f"&room={room}&nodes=ws://127.0.0.1:{node.port}/ws")
+                await wait_js(page, "document.getElementById('state').textContent"
+                                    " === 'connected'")
+                others.append(await WsClient.connect(node.port, token("quin")))
+                await others[-1].join(room)
+                await wait_js(page, "document.querySelectorAll('#members li').length === 2")
+                assert await texts(page, "#members li", "user") == ["pia", "quin"]
+                for user in ("rex", "sol"):
+                    others.append(await WsClient.connect(node.port, token(user)))
+                    await others[-1].join(room)
+                await wait_js(page, "document.getElementById('count').textContent === '4'"
+                                    " && document.querySelectorAll('#members li').length === 0")
+                for c in others:
+                    await c.close()
+                others.clear()
+                await wait_js(page, "document.getElementById('count').textContent === '1'"
+                                    " && document.querySelectorAll('#members li').length === 1")
+                assert await texts(page, "#members li", "user") == ["pia"]
+            finally:
+                await browser.close()
+    finally:
+        for c in others:
+            await c.close()
+        await node.stop()
