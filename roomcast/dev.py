@@ -36,15 +36,19 @@ def _port_free(host: str, port: int) -> bool:
 DEV_NODE_ENV = {"ROOMCAST_STREAMS": "verify"}
 
 
-def apply_streams(cluster: NatsCluster) -> None:
-    """``roomcast streams apply`` for the dev cluster's settings."""
+def apply_streams(cluster: NatsCluster, namespaces_file: str | None = None) -> None:
+    """``roomcast streams apply`` for the dev cluster's settings (and the nodes' namespaces
+    file, so their streams exist too)."""
     import asyncio
 
     from roomcast.backplane.nats import NatsConfig
     from roomcast.backplane.streams import apply_or_check
+    from roomcast.namespaces import Namespace, load
 
+    extra = ({"namespaces": load(namespaces_file, Namespace()),
+              "namespaces_file": namespaces_file} if namespaces_file else {})
     lines, ok = asyncio.run(apply_or_check(
-        NatsConfig(urls=tuple(cluster.urls), replicas=cluster.replicas), "apply",
+        NatsConfig(urls=tuple(cluster.urls), replicas=cluster.replicas, **extra), "apply",
         allow_lossy=False, events_max_age=3600.0, wait=30.0))
     if not ok:
         raise RuntimeError("streams not applied: " + "; ".join(lines))
@@ -228,6 +232,17 @@ class Supervisor:
                 say(f"roomcast dev: {n.node_id} did not come back: {exc}")
 
 
+def _namespaces_file(node_args: tuple[str, ...]) -> str | None:
+    """The namespaces file the nodes will read: ``--namespaces`` among their flags, else
+    ``ROOMCAST_NAMESPACES``."""
+    for i, arg in enumerate(node_args):
+        if arg == "--namespaces" and i + 1 < len(node_args):
+            return node_args[i + 1]
+        if arg.startswith("--namespaces="):
+            return arg.split("=", 1)[1]
+    return os.environ.get("ROOMCAST_NAMESPACES") or None
+
+
 def run_dev(*, nodes: int = 2, nats: int = 3, port: int = 8765, host: str = "127.0.0.1",
             node_args: tuple[str, ...] = ()) -> int:
     """``node_args``: extra ``roomcast node`` flags for every node (``roomcast dev -- …``)."""
@@ -242,7 +257,7 @@ def run_dev(*, nodes: int = 2, nats: int = 3, port: int = 8765, host: str = "127
     env_file = None
     try:
         cluster.start()
-        apply_streams(cluster)
+        apply_streams(cluster, _namespaces_file(node_args))
         ports: list[int] = []
         candidate = port
         while len(ports) < nodes:

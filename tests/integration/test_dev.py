@@ -52,10 +52,12 @@ def roomcast_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 async def test_dev_cluster_serves_and_stops_without_orphans(tmp_path):
     """The dev cluster prints node URLs and a token, relays across nodes, writes
-    .roomcast/dev.env that the other commands use with no flags, passes node flags through,
+    .roomcast/dev.env that the other commands use with no flags, passes node flags through
+    (a namespaces file among them: the dev cluster applies its streams too),
     restarts a node killed with -9, and Ctrl-C stops all."""
+    (tmp_path / "ns.toml").write_text("[namespaces.chat]\nstreams = 2\n")
     proc = subprocess.Popen([sys.executable, "-m", "roomcast", "dev", "--port", "0", "--",
-                             "--max-rooms", "2"],
+                             "--max-rooms", "2", "--namespaces", str(tmp_path / "ns.toml")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=tmp_path,
                             stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
@@ -79,6 +81,8 @@ async def test_dev_cluster_serves_and_stops_without_orphans(tmp_path):
         assert rooms.returncode == 0 and "rooms" in rooms.stdout, rooms
         published = await asyncio.to_thread(roomcast_cli, tmp_path, "publish", "lobby", '"hi"')
         assert published.returncode == 0 and published.stdout.strip().isdigit(), published
+        in_chat = await asyncio.to_thread(roomcast_cli, tmp_path, "publish", "chat.x", '"hi"')
+        assert in_chat.returncode == 0 and in_chat.stdout.strip().isdigit(), in_chat
         minted = await asyncio.to_thread(roomcast_cli, tmp_path, "token", "--user", "zed")
         assert minted.returncode == 0 and minted.stdout.count(".") == 2, minted
         tok = re.search(r"dev token.*\n\s+(\S+)", text).group(1)
