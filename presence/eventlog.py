@@ -146,9 +146,9 @@ class EventLog:
         first = q.popleft()
         if first.fixed:
             return first
-        events = first.events
+        events = list(first.events)
         while q and not q[0].fixed and len(events) + len(q[0].events) <= MAX_BATCH:
-            events = events + q.popleft().events
+            events.extend(q.popleft().events)  # not events + …: a full batch is 256 events
         return _Batch(events, first.msg_id, False)
 
     async def _run(self, room: str) -> None:
