@@ -63,7 +63,9 @@ class NatsBackplane:
         self._ack_counter = 0
         self._ack_room: asyncio.Event | None = None  # set when a pending-ack slot frees up
         self.on_state_change = None  # callable(connected: bool) for metrics/readiness
-        self.on_epoch_change = None  # callable(epoch: str): the rooms stream was recreated
+        #: callable(epoch: str, stream: str): a rooms stream was recreated (``epoch``: the
+        #: new epoch of them all)
+        self.on_epoch_change = None
         #: Why the streams are not what this node needs (None: they are); readiness fails.
         self.stream_problem: str | None = None
         self._checks: set[asyncio.Task] = set()
@@ -236,7 +238,7 @@ class NatsBackplane:
             log.warning("stream %s was recreated (epoch %s -> %s)",
                         self.layout.streams[index].name, old, epoch)
             if self.on_epoch_change is not None:
-                self.on_epoch_change(self.epoch)
+                self.on_epoch_change(self.epoch, self.layout.streams[index].name)
 
     async def check_streams(self) -> bool:
         """Re-verify the streams now (background check, after a reconnect): True when they

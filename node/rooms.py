@@ -405,10 +405,13 @@ class RoomRegistry:
         self._mark_late(room, member, last)
         return JoinResult(position=last, recovered=recovered, replayed=replayed)
 
-    def reset_positions(self) -> None:
-        """The stream was recreated: forget every room's position (the next live message
-        anchors it again) and the replay cache (it holds the old incarnation's messages)."""
+    def reset_positions(self, affected: Callable[[str], bool] | None = None) -> None:
+        """A stream was recreated: forget the position of every room in it (``affected``;
+        None: all) — the next live message anchors it again — and their replay cache (it
+        holds the old incarnation's messages)."""
         for room in self.rooms.values():
+            if affected is not None and not affected(room.name):
+                continue
             room.last_seq = 0
             room.base_seq = 0
             room.pending = None

@@ -426,14 +426,22 @@ class Node:
             if await self.backplane.check_streams():
                 self._stream_seen = time.monotonic()
 
-    def _epoch_changed(self, epoch: str) -> None:
-        """The rooms stream was deleted and created again: every position is from the old
-        incarnation. Rooms forget theirs (new messages are not dropped as duplicates of old
-        ones) and every client is sent to resume, which answers ``recovered: false`` with the
-        new epoch (docs/protocol.md §2.2)."""
-        self.rooms.reset_positions()
+    def _epoch_changed(self, epoch: str, stream: str) -> None:
+        """A rooms stream was deleted and created again: the positions of its rooms are from
+        the old incarnation. Those rooms forget theirs (new messages are not dropped as
+        duplicates of old ones) and every client in one of them is sent to resume, which
+        answers ``recovered: false`` for them (their stream's part of the epoch changed,
+        docs/protocol.md §2.2); rooms of the other streams are left alone."""
+        if len(self.layout.streams) == 1:
+            def affected(room: str) -> bool:
+                return True
+        else:
+            def affected(room: str) -> bool:
+                return self.layout.place(room).stream == stream
+        self.rooms.reset_positions(affected)
         for conn in list(self.connections):
-            self.spawn(conn.drain_close(random.randint(0, 250), reason="stream recreated"))
+            if any(affected(room) for room in conn.peer.rooms):
+                self.spawn(conn.drain_close(random.randint(0, 250), reason="stream recreated"))
 
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         return await handshake.process_request(self, conn, request)

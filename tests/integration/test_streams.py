@@ -174,3 +174,60 @@ async def test_streams_apply_with_a_namespaces_file(cluster, capsys, tmp_path):
         assert f"--namespaces {other}" in problem
     finally:
         await node.stop()
+
+
+async def test_one_of_three_streams_recreated_touches_only_its_rooms(cluster):
+    """Rooms over three streams; one stream is deleted and created again under running nodes:
+    the client in one of its rooms is sent to resume and told recovered: false, then gets the
+    new stream's messages; the client in a room of another stream stays connected, keeps its
+    position, and misses nothing."""
+    from roomcast.namespaces import Namespace, Namespaces
+
+    spread = {"namespaces": Namespaces(Namespace(streams=3))}
+    a = await start_node(cluster.urls, replicas=3, node_id="ka", nats_kw=spread)
+    b = await start_node(cluster.urls, replicas=3, node_id="kb", nats_kw=spread)
+    try:
+        rooms = [f"r{i}" for i in range(50)]
+        hit = next(r for r in rooms if a.layout.place(r).stream == "ROOMS_DEFAULT_1")
+        kept = next(r for r in rooms if a.layout.place(r).stream == "ROOMS_DEFAULT_2")
+        urls = [f"ws://127.0.0.1:{a.port}/ws", f"ws://127.0.0.1:{b.port}/ws"]
+        outcomes: list[dict] = []
+
+        def on_state(state, info) -> None:
+            if info.get("resume"):
+                outcomes.append(info["resume"])
+
+        async with connect(urls, token("hit"), shuffle_urls=False, backoff_base=0.05,
+                           on_state=on_state) as c_hit, \
+                connect(urls, token("kept"), shuffle_urls=False, backoff_base=0.05) as c_kept, \
+                connect(urls[::-1], token("pub"), shuffle_urls=False) as pub:
+            await c_hit.join(hit)
+            await c_kept.join(kept)
+            for room, c in ((hit, c_hit), (kept, c_kept)):
+                await pub.publish(room, "before")
+                assert (await c.next_message(10 * UNIT)).data == "before"
+            epochs = a.backplane._epochs[:]
+            nc = await nats.connect(cluster.urls)
+            try:
+                await nc.jetstream().delete_stream("ROOMS_DEFAULT_1")
+            finally:
+                await nc.close()
+            lines, ok = await apply_or_check(NatsConfig(urls=tuple(cluster.urls), replicas=3,
+                                                        namespaces=spread["namespaces"]),
+                                             "apply", allow_lossy=False, events_max_age=3600.0,
+                                             wait=30.0)
+            assert ok and "created ROOMS_DEFAULT_1" in lines, lines
+            await eventually(lambda: a.backplane._epochs[1] != epochs[1]
+                             and b.backplane._epochs == a.backplane._epochs, timeout=20 * UNIT)
+            assert [a.backplane._epochs[i] for i in (0, 2)] == [epochs[0], epochs[2]]
+            await eventually(lambda: any(o.get(hit, {}).get("recovered") is False
+                                         for o in outcomes), timeout=20 * UNIT)
+            for room, c in ((hit, c_hit), (kept, c_kept)):
+                seq = await pub.publish(room, "after")
+                msg = await c.next_message(10 * UNIT)
+                assert (msg.data, msg.seq) == ("after", seq)
+            assert c_kept.sessions == 1  # never sent away
+            assert c_hit.sessions >= 2
+    finally:
+        await a.stop()
+        await b.stop()
