@@ -16,6 +16,7 @@ import nats
 import pytest
 import pytest_asyncio
 
+from roomcast.backplane import streams
 from roomcast.client import connect as client
 from roomcast.dev import NodeProcess
 from roomcast.namespaces import Namespace, parse
@@ -70,6 +71,18 @@ async def knodes(nats3):
     await b.stop()
 
 
+def rooms_in_every_stream(node, per_stream: int) -> list[str]:
+    """Fresh room names, ``per_stream`` of them in each of the node's three default streams
+    (names are random: drawn until every stream has its share, not left to luck)."""
+    by_stream: dict[str, list[str]] = {}
+    while len(by_stream) < 3 or min(len(v) for v in by_stream.values()) < per_stream:
+        room = room_name()
+        group = by_stream.setdefault(node.layout.place(room).stream, [])
+        if len(group) < per_stream:
+            group.append(room)
+    return [r for group in by_stream.values() for r in group]
+
+
 def ws(port: int) -> str:
     return f"ws://127.0.0.1:{port}/ws"
 
@@ -82,9 +95,11 @@ async def test_three_streams_with_leaders_on_three_servers(nats3, knodes):
     try:
         js = nc.jetstream()
         names = [f"ROOMS_DEFAULT_{k}" for k in range(3)]
-        leaders = [(await js.stream_info(n)).cluster.leader for n in names]
-        assert len(set(leaders)) == 3, leaders
-        rooms = [room_name() for _ in range(12)]
+        # The nodes spread the leaders when they created the streams; an election since (a
+        # loaded machine) may have moved one: spreading again is what `streams apply` does.
+        leaders = await streams.spread_leaders(nc, names, time.monotonic() + 60 * UNIT)
+        assert len(set(leaders.values())) == 3, leaders
+        rooms = rooms_in_every_stream(a, 4)
         assert {a.layout.place(r).stream for r in rooms} == set(names)
         pub = await WsClient.connect(a.port)
         member = await WsClient.connect(b.port)
@@ -111,8 +126,8 @@ async def test_history_and_resume_across_three_streams(knodes):
     """A client that drops resumes on the other node and gets exactly what it missed in rooms
     of all three streams; history pages read the right stream."""
     a, b = knodes
-    rooms = [room_name() for _ in range(6)]
-    assert len({a.layout.place(r).stream for r in rooms}) >= 2
+    rooms = rooms_in_every_stream(a, 2)
+    assert len({a.layout.place(r).stream for r in rooms}) == 3
     async with client([ws(a.port), ws(b.port)], token("kim"), shuffle_urls=False,
                       backoff_base=0.05) as c, client(ws(b.port), token("pub")) as pub:
         for r in rooms:
