@@ -79,6 +79,11 @@ class Layout:
         return cls(single(Namespace(history=history, history_max_age=max_age)),
                    rooms_stream=rooms_stream)
 
+    def partition_groups(self) -> list[list[str]]:
+        """The stream names of each namespace spread over more than one stream (their
+        leaders belong on different servers)."""
+        return [[s.name for s in group] for group in self._of.values() if len(group) > 1]
+
     def place(self, room: str) -> Place:
         p = self._cache.get(room)
         if p is None:

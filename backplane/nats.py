@@ -214,7 +214,7 @@ class NatsBackplane:
             if index is not None and info is not None:
                 self._set_epoch(index, streams.epoch_of(info))
         if created:
-            for group in streams.partition_groups(self._wanted):
+            for group in self.layout.partition_groups():
                 leaders = await streams.spread_leaders(self._nc, group, deadline)
                 log.info("partition leaders: %s", ", ".join(f"{n} on {s}"
                                                              for n, s in leaders.items()))

@@ -226,16 +226,6 @@ async def spread_leaders(nc, names: list[str], deadline: float) -> dict[str, str
         await asyncio.sleep(0.5)
 
 
-def partition_groups(wanted: list[StreamConfig]) -> list[list[str]]:
-    """The rooms streams that are partitions of one namespace (``ROOMS_<TAG>_<k>``, K > 1)."""
-    groups: dict[str, list[str]] = {}
-    for sc in wanted:
-        head, _, k = sc.name.rpartition("_")
-        if k.isdigit() and head.startswith(subjects.STREAM + "_"):
-            groups.setdefault(head, []).append(sc.name)
-    return [g for g in groups.values() if len(g) > 1]
-
-
 def fix_hint(flags: str) -> str:
     return (f"run `roomcast streams apply {flags}` (add --yes for a change that loses "
             "redundancy or history), or start the node with the stream's settings")
@@ -267,7 +257,7 @@ async def apply_or_check(config, action: str, *, allow_lossy: bool, events_max_a
         if action == "apply":
             done, refused = await apply(nc, wanted, allow_lossy=allow_lossy, deadline=deadline)
             lines += done
-            for group in partition_groups(wanted):
+            for group in config.layout().partition_groups():
                 leaders = await spread_leaders(nc, group, deadline)
                 lines.append("leaders: " + ", ".join(f"{n} on {s}" for n, s in leaders.items()))
             for d in refused:

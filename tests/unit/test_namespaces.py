@@ -122,3 +122,9 @@ def test_the_epoch_of_several_streams_is_checked_per_room():
     assert not bp.epoch_matches(room, epoch) and bp.epoch_matches(other, epoch)
     assert not bp.epoch_matches(other, "another-layout:e0,e1,e2")
     assert not bp.epoch_matches(other, "e0")
+
+
+def test_partition_groups_come_from_the_layout_whatever_the_stream_name():
+    layout = Layout(parse(GOOD, BASE), rooms_stream="CHATS")
+    assert layout.partition_groups() == [["CHATS_CHAT_0", "CHATS_CHAT_1", "CHATS_CHAT_2"]]
+    assert Layout.default(1000, 0.0).partition_groups() == []
