@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 
+from tests.chaos import kill_9_of_the_rooms_stream_leader
 from tests.helpers import UNIT, WsClient, assert_chain, room_name, start_node
 
 
@@ -184,70 +184,11 @@ async def test_nats_server_stopped_mid_stream_publishing_continues(nats3, nodes)
 
 
 async def test_rooms_stream_leader_killed_with_publishes_in_flight(nats3, nodes):
-    """The ROOMS stream's leader is killed while a client has publishes in flight: each one
-    ends acked (the node retries it under the same id through the election) or, past the
-    node's budget, with a temporary error the client retries with the same id. Every message
-    is then stored once and reaches members on both nodes exactly once, in seq order, with
-    an unbroken prev chain and the seq its ack named."""
-    import nats
-
+    """The ROOMS stream's leader is killed while a client has publishes in flight: each ends
+    acked, is stored once and reaches members on both nodes exactly once, in order, with the
+    seq its ack named (tests/chaos.py)."""
     a, b = nodes
-    room = room_name()
-    member_a, member_b = await WsClient.connect(a.port), await WsClient.connect(b.port)
-    await member_a.join(room)
-    await member_b.join(room)
-    pub = await WsClient.connect(a.port)
-    nc = await nats.connect(nats3.urls)
-    leader = (await nc.jetstream().stream_info("ROOMS")).cluster.leader
-    victim = next(s for s in nats3.servers if s.name == leader)
-    total = 120
-
-    took: list[float] = []
-
-    async def publish(i: int) -> dict:
-        t0 = time.monotonic()
-        while True:  # what a client does with a temporary error: the same id again
-            reply = await pub.request({"type": "publish", "room": room, "data": {"i": i},
-                                       "id": f"lk{i}"}, timeout=60 * UNIT)
-            if reply["type"] == "ack" or not reply.get("temporary"):
-                took.append(time.monotonic() - t0)
-                return reply
-            await asyncio.sleep(0.2)
-
-    try:
-        tasks = []
-        for i in range(total):
-            tasks.append(asyncio.create_task(publish(i)))
-            if i == total // 3:
-                victim.kill()
-            await asyncio.sleep(0.01)
-        replies = await asyncio.wait_for(asyncio.gather(*tasks), 120 * UNIT)
-        assert all(r["type"] == "ack" for r in replies), [r for r in replies if r["type"] != "ack"]
-        assert max(took) > 1.0  # some were in flight across the election, not all before it
-        acked_seq = {i: r["seq"] for i, r in enumerate(replies)}
-        for member in (member_a, member_b):
-            await member.wait_messages(room, total, timeout=30 * UNIT)
-        # A sentinel, stored after every retry settled: each member has all it will ever get
-        # of the 120 (a duplicate would have come before it) once the sentinel is there.
-        sentinel = await pub.publish(room, {"i": "sentinel"}, "lk-sentinel")
-        for member in (member_a, member_b):
-            await member.wait_for(lambda f, s=sentinel["seq"]: f.get("seq") == s)
-            msgs = [m for m in member.messages(room) if m["data"]["i"] != "sentinel"]
-            assert sorted(m["data"]["i"] for m in msgs) == list(range(total))  # each once
-            assert_chain(msgs)
-            assert {m["data"]["i"]: m["seq"] for m in msgs} == acked_seq
-        from roomcast.backplane.subjects import room_subject
-
-        subject = room_subject(room)
-        stored = await nc.jetstream().stream_info("ROOMS", subjects_filter=subject)
-        assert stored.state.subjects == {subject: total + 1}  # stored once each (+ sentinel)
-    finally:
-        if not victim.running:
-            victim.start()
-            await asyncio.to_thread(victim.wait_ready)
-        await nc.close()
-    for c in (member_a, member_b, pub):
-        await c.close()
+    await kill_9_of_the_rooms_stream_leader(nats3, a, b, total=120, tag="lk")
 
 
 async def test_http_endpoints(nodes):

@@ -7,7 +7,6 @@ refuses an invalid file naming the line."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import sys
 import time
@@ -18,15 +17,12 @@ import pytest_asyncio
 
 from roomcast.backplane import streams
 from roomcast.client import connect as client
-from roomcast.dev import NodeProcess
 from roomcast.namespaces import Namespace, parse
-from roomcast.natsserver import free_port
+from tests.chaos import kill_9_of_the_clients_node, kill_9_of_the_rooms_stream_leader
 from tests.helpers import (
-    KEY,
     UNIT,
     WsClient,
     assert_chain,
-    assert_message_chain,
     collect,
     room_name,
     start_node,
@@ -154,90 +150,17 @@ async def test_history_and_resume_across_three_streams(knodes):
 async def test_kill_9_of_a_stream_leader_with_publishes_in_flight(nats3, knodes):
     """The leader of the room's stream (one of three) is killed while publishes are in
     flight: every publish ends acked, each message is stored once and reaches members on both
-    nodes exactly once in order with the seq its ack named."""
+    nodes exactly once in order with the seq its ack named (tests/chaos.py)."""
     a, b = knodes
-    room = room_name()
-    place = a.layout.place(room)
-    member_a, member_b = await WsClient.connect(a.port), await WsClient.connect(b.port)
-    await member_a.join(room)
-    await member_b.join(room)
-    pub = await WsClient.connect(a.port)
-    nc = await nats.connect(nats3.urls)
-    leader = (await nc.jetstream().stream_info(place.stream)).cluster.leader
-    victim = next(s for s in nats3.servers if s.name == leader)
-    total = 90
-
-    async def publish(i: int) -> dict:
-        while True:  # a temporary error: the same id again, as clients do
-            reply = await pub.request({"type": "publish", "room": room, "data": {"i": i},
-                                       "id": f"k{i}"}, timeout=60 * UNIT)
-            if reply["type"] == "ack" or not reply.get("temporary"):
-                return reply
-            await asyncio.sleep(0.2)
-
-    try:
-        tasks = []
-        for i in range(total):
-            tasks.append(asyncio.create_task(publish(i)))
-            if i == total // 3:
-                victim.kill()
-            await asyncio.sleep(0.01)
-        replies = await asyncio.wait_for(asyncio.gather(*tasks), 120 * UNIT)
-        assert all(r["type"] == "ack" for r in replies)
-        acked = {i: r["seq"] for i, r in enumerate(replies)}
-        sentinel = await pub.publish(room, {"i": "sentinel"}, "k-sentinel")
-        for member in (member_a, member_b):
-            await member.wait_for(lambda f, s=sentinel["seq"]: f.get("seq") == s,
-                                  timeout=60 * UNIT)
-            msgs = [m for m in member.messages(room) if m["data"]["i"] != "sentinel"]
-            assert sorted(m["data"]["i"] for m in msgs) == list(range(total))
-            assert_chain(msgs)
-            assert {m["data"]["i"]: m["seq"] for m in msgs} == acked
-        stored = await nc.jetstream().stream_info(place.stream, subjects_filter=place.subject)
-        assert stored.state.subjects == {place.subject: total + 1}
-    finally:
-        if not victim.running:
-            victim.start()
-            await asyncio.to_thread(victim.wait_ready)
-        await nc.close()
-    for c in (member_a, member_b, pub):
-        await c.close()
+    await kill_9_of_the_rooms_stream_leader(nats3, a, b, total=90, tag="k")
 
 
 async def test_kill_9_of_the_clients_node_resumes_elsewhere(nats3, toml_file):
     """A node process on the same namespaces file is killed with SIGKILL while a publisher
-    runs: the client resumes on the other node and has every acked message once, in order."""
-    port = free_port()
-    victim = NodeProcess("kvictim", "127.0.0.1", port, nats3.urls, KEY, 3,
-                         {"ROOMCAST_LOG_LEVEL": "warning", "ROOMCAST_NAMESPACES": toml_file})
-    survivor = await start_node(nats3.urls, node_id="ksurvivor",
-                                nats_kw={"namespaces": NAMESPACES})
-    try:
-        await asyncio.to_thread(victim.wait_ready)
-        room = room_name()
-        async with client([ws(port), ws(survivor.port)], token("erin"),
-                          shuffle_urls=False) as c, \
-                client(ws(survivor.port), token("pub")) as pub:
-            await c.join(room)
-            assert c.node == "kvictim"
-            acked: list[int] = []
-
-            async def publisher():
-                for i in range(200):
-                    acked.append(await pub.publish(room, {"i": i}))
-                    await asyncio.sleep(0.003)
-
-            task = asyncio.create_task(publisher())
-            got = await collect(c, 40)
-            victim.proc.send_signal(signal.SIGKILL)
-            got += await collect(c, 160)
-            await task
-            assert c.node == "ksurvivor"
-            assert [m.seq for m in got] == acked
-            assert_message_chain(got)
-    finally:
-        victim.stop()
-        await survivor.stop()
+    runs: the client resumes on the other node and has every acked message once, in order
+    (tests/chaos.py)."""
+    await kill_9_of_the_clients_node(nats3, env={"ROOMCAST_NAMESPACES": toml_file},
+                                     nats_kw={"namespaces": NAMESPACES}, total=200)
 
 
 async def test_latest_value_rooms_and_backend_only_publishing(knodes):

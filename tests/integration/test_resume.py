@@ -12,6 +12,7 @@ from roomcast.client import connect
 from roomcast.dev import NodeProcess
 from roomcast.natsserver import NatsCluster, free_port
 from roomcast.resume import ResumeSigner
+from tests.chaos import kill_9_of_the_clients_node
 from tests.helpers import (
     KEY,
     UNIT,
@@ -131,36 +132,9 @@ async def test_no_loss_or_duplicate_across_the_replay_live_boundary(nodes):
 
 
 async def test_kill_9_of_the_clients_node_resumes_elsewhere(nats3):
-    """The client's node is killed with SIGKILL: the client resumes on the other; nothing lost."""
-    port = free_port()
-    victim = NodeProcess("victim", "127.0.0.1", port, nats3.urls, KEY, 3,
-                         {"ROOMCAST_LOG_LEVEL": "warning"})
-    survivor = await start_node(nats3.urls, node_id="survivor")
-    try:
-        await asyncio.to_thread(victim.wait_ready)
-        room = room_name()
-        async with client([ws_url(port), ws_url(survivor.port)], token("erin")) as c, \
-                client(ws_url(survivor.port), token("pub")) as pub:
-            await c.join(room)
-            assert c.node == "victim"
-            acked: list[int] = []
-
-            async def publisher():
-                for i in range(300):
-                    acked.append(await pub.publish(room, {"i": i}))
-                    await asyncio.sleep(0.003)
-
-            task = asyncio.create_task(publisher())
-            got = await collect(c, 50)
-            victim.proc.send_signal(signal.SIGKILL)
-            got += await collect(c, 250)
-            await task
-            assert c.node == "survivor"
-            assert [m.seq for m in got] == acked
-            assert_message_chain(got)
-    finally:
-        victim.stop()
-        await survivor.stop()
+    """The client's node is killed with SIGKILL: the client resumes on the other; nothing lost
+    (tests/chaos.py)."""
+    await kill_9_of_the_clients_node(nats3)
 
 
 async def test_sigterm_drains_200_clients_to_the_other_node(nats3):
