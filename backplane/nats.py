@@ -22,17 +22,9 @@ from nats.js.api import StreamConfig
 
 from roomcast.backoff import backoff_delays
 from roomcast.backplane import streams, subjects
+from roomcast.backplane.acks import AckTable
 from roomcast.backplane.base import MessageHandler, PublishResult, RoomMessage, StoredMessage
-from roomcast.backplane.natsclient import (
-    ACK_SWEEP,
-    MAX_PENDING_ACKS,
-    AckError,
-    ApiError,
-    FastHeadersClient,
-    decode_ack,
-    expire,
-    sequence_headers,
-)
+from roomcast.backplane.natsclient import AckError, FastHeadersClient, sequence_headers
 from roomcast.backplane.natsconfig import NatsConfig
 from roomcast.errors import BackplaneError, PublishError
 from roomcast.logs import redact
@@ -57,11 +49,8 @@ class NatsBackplane:
         self._hist_prefix = ""
         self._hist_waiters: dict[str, asyncio.Queue[Msg]] = {}
         self._hist_counter = 0
-        self._ack_prefix = ""
-        self._acks: dict[str, tuple[asyncio.Future, float]] = {}  # token -> (future, deadline)
-        self._ack_sweeper: asyncio.Task | None = None
-        self._ack_counter = 0
-        self._ack_room: asyncio.Event | None = None  # set when a pending-ack slot frees up
+        #: JetStream acks of the publishes in flight (:mod:`roomcast.backplane.acks`).
+        self.acks = AckTable(config.publish_attempt_timeout)
         self.on_state_change = None  # callable(connected: bool) for metrics/readiness
         #: callable(epoch: str, stream: str): a rooms stream was recreated (``epoch``: the
         #: new epoch of them all)
@@ -178,11 +167,7 @@ class NatsBackplane:
         await self._verify_streams(deadline, may_create=cfg.streams_mode == "create-missing")
         self._hist_prefix = self._nc.new_inbox() + "."
         await self._nc.subscribe(self._hist_prefix + "*", cb=self._on_history_reply)
-        self._ack_prefix = self._nc.new_inbox() + "."
-        # Acks skip nats-py's per-message machinery: the parser hands them to _on_ack_raw.
-        sub = await self._nc.subscribe(self._ack_prefix + "*")
-        self._nc.direct(sub, self._on_ack_raw)
-        self._ack_sweeper = asyncio.get_running_loop().create_task(self._expire_acks())
+        await self.acks.start(self._nc)
         if self.on_state_change:
             self.on_state_change(True)
 
@@ -256,8 +241,7 @@ class NatsBackplane:
         """Drain the NATS connection (pending publishes go out), for at most ``within``
         seconds (nats-py's own drain would wait up to 30), then close it."""
         self._closing = True
-        if self._ack_sweeper is not None:
-            self._ack_sweeper.cancel()
+        self.acks.close()
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await asyncio.wait_for(self._nc.drain(), within)
@@ -317,75 +301,7 @@ class NatsBackplane:
     async def store_begin(self, subject: str, body: bytes, msg_id: str
                           ) -> asyncio.Future[PublishResult]:
         """:meth:`publish_begin` for any subject a stream captures (presence events too)."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[PublishResult] = loop.create_future()
-        token = ""
-        try:
-            if len(self._acks) >= MAX_PENDING_ACKS:
-                await self._wait_for_ack_room(loop.time() + self.config.publish_attempt_timeout)
-            self._ack_counter += 1
-            token = str(self._ack_counter)
-            # Insertion order is deadline order (one timeout for all): _expire_acks sweeps the
-            # front instead of a timer per publish.
-            self._acks[token] = (fut, loop.time() + self.config.publish_attempt_timeout)
-            await self._nc.publish_msg_id(subject, self._ack_prefix + token, msg_id, body)
-        except nats.errors.BadSubjectError as exc:
-            # Refused before anything was sent: no retry can succeed (and the connection is
-            # untouched); fails this publish only.
-            self._take_ack(token)
-            if not fut.done():
-                fut.set_exception(PublishError(subject, 1, exc))
-        except (TimeoutError, nats.errors.Error, OSError) as exc:
-            self._take_ack(token)
-            if not fut.done():
-                fut.set_exception(exc)
-        return fut
-
-    def _take_ack(self, token: str) -> asyncio.Future | None:
-        """Remove a pending ack; the future if it still waits."""
-        entry = self._acks.pop(token, None)
-        if self._ack_room is not None and len(self._acks) < MAX_PENDING_ACKS:
-            self._ack_room.set()
-            self._ack_room = None
-        if entry is None or entry[0].done():
-            return None  # timed out already; the retry (same msg id) gets the answer
-        return entry[0]
-
-    async def _expire_acks(self) -> None:
-        """Fail attempts whose ack is overdue (within ``ACK_SWEEP`` of their deadline)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(ACK_SWEEP)
-            now = loop.time()
-            overdue = []
-            for token, (_, deadline) in self._acks.items():
-                if deadline > now:
-                    break
-                overdue.append(token)
-            for token in overdue:
-                fut = self._take_ack(token)
-                if fut is not None:
-                    expire(fut)
-
-    async def _wait_for_ack_room(self, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        while len(self._acks) >= MAX_PENDING_ACKS:
-            if self._ack_room is None:
-                self._ack_room = asyncio.Event()
-            left = deadline - loop.time()
-            if left <= 0:
-                raise TimeoutError("too many publishes awaiting their ack")
-            await asyncio.wait_for(self._ack_room.wait(), left)
-
-    def _on_ack_raw(self, subject: bytes, headers: bytes | None, data: bytes) -> None:
-        fut = self._take_ack(subject[len(self._ack_prefix):].decode())
-        if fut is None:
-            return
-        if headers and headers[8:9] == b" ":  # inline status, e.g. "NATS/1.0 503\r\n\r\n"
-            status = headers[9:].split(b"\r\n", 1)[0].decode(errors="replace").strip()
-            fut.set_exception(AckError(status))
-            return
-        _resolve(fut, data)
+        return await self.acks.send(self._nc, subject, body, msg_id)
 
     # -- live ------------------------------------------------------------------------
 
@@ -506,16 +422,3 @@ class NatsBackplane:
                 return 0
             raise BackplaneError(f"last_seq of {room!r} failed: {err.get('description')}")
         return int(reply["message"]["seq"])
-
-
-def _resolve(fut: asyncio.Future, data: bytes) -> None:
-    try:
-        ack = decode_ack(data)
-    except msgspec.DecodeError as exc:
-        fut.set_exception(AckError(f"unreadable ack: {exc}"))
-        return
-    if ack.error is not None or ack.seq <= 0:
-        err = ack.error or ApiError(description="ack without a sequence")
-        fut.set_exception(AckError(f"{err.code}/{err.err_code} {err.description}"))
-        return
-    fut.set_result(PublishResult(ack.seq, ack.duplicate))

@@ -31,7 +31,7 @@ async def test_publish_without_a_stream_fails_fast_then_reports(nats1):
             await asyncio.wait_for(fut, 1.5)  # answered by the server, well before the timeout
         with pytest.raises(PublishError):
             await bp.publish("r1", b"x", uuid.uuid4().hex)
-        assert not bp._acks  # nothing left waiting
+        assert not bp.acks.pending  # nothing left waiting
     finally:
         await bp.close()
 
@@ -46,11 +46,11 @@ async def test_an_overdue_ack_fails_the_attempt_with_a_timeout(nats1):
     try:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        bp._acks["never"] = (fut, loop.time() + 0.3)  # as if the ack were lost
+        bp.acks.pending["never"] = (fut, loop.time() + 0.3)  # as if the ack were lost
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(fut, 2.0)
-        assert "never" not in bp._acks
-        bp._on_ack_raw((bp._ack_prefix + "never").encode(), None, b'{"seq":1}')  # late: ignored
+        assert "never" not in bp.acks.pending
+        bp.acks.on_ack((bp.acks.prefix + "never").encode(), None, b'{"seq":1}')  # late: ignored
         ok = await bp.publish_begin("r1", b"x", uuid.uuid4().hex)  # real ones still succeed
         assert (await asyncio.wait_for(ok, 2.0)).seq >= 1
     finally:
