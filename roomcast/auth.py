@@ -23,6 +23,7 @@ import jwt
 from jwt.algorithms import get_default_algorithms
 
 from roomcast.errors import AuthError, ConfigError
+from roomcast.jwtfast import HmacFastLane
 from roomcast.protocol import valid_room
 
 ALLOWED_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512",
@@ -32,6 +33,8 @@ ALLOWED_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS
 #: One token of a permission pattern: a room token or ``*``; ``>`` only as the last token.
 _PATTERN = re.compile(r"(?:(?:[A-Za-z0-9_\-]+|\*)\.)*(?:[A-Za-z0-9_\-]+|\*|>)")
 MAX_PATTERNS = 100
+#: Claims every token must carry (``docs/protocol.md`` §1).
+REQUIRED_CLAIMS = ("exp", "sub")
 MAX_PATTERN_LEN = 200
 
 
@@ -116,6 +119,8 @@ class AuthConfig:
     #: what PyJWT verifies with: the parsed public key (or the key text when the listed
     #: algorithms need different key types); set from ``key`` at construction
     verify_key: Any = field(default=None, init=False, repr=False, compare=False)
+    #: accept-only HMAC verification in front of PyJWT (``roomcast/jwtfast.py``), or None
+    fast_lane: HmacFastLane | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.algorithms:
@@ -138,7 +143,11 @@ class AuthConfig:
         if all(hs) and len(self.key.encode()) < 32:
             raise ConfigError("jwt_key", "an HMAC secret must be at least 32 bytes")
         verify_key: Any = self.key
-        if not any(hs):
+        if all(hs):
+            object.__setattr__(self, "fast_lane", HmacFastLane(
+                self.key, self.algorithms, audience=self.audience, issuer=self.issuer,
+                leeway=self.leeway, require=REQUIRED_CLAIMS))
+        else:
             # Parse the PEM once here, not on every handshake (~60 µs each for RS256/ES256),
             # and refuse to start with a key none of the algorithms can use.
             algorithms = get_default_algorithms()
@@ -156,8 +165,7 @@ class AuthConfig:
         object.__setattr__(self, "verify_key", verify_key)
 
 
-def verify_token(token: str | None, config: AuthConfig, *, now: float | None = None,
-                 key: Any = None) -> Identity:
+def verify_token(token: str | None, config: AuthConfig, *, key: Any = None) -> Identity:
     """Verify ``token`` and return who it names (with ``key`` instead of the configured one:
     the JWKS key for its ``kid``).
 
@@ -166,9 +174,17 @@ def verify_token(token: str | None, config: AuthConfig, *, now: float | None = N
     """
     if not token:
         raise AuthError("missing token")
-    options = {"require": ["exp", "sub"]}
+    lane = config.fast_lane if key is None else None
+    claims = lane.decode(token) if lane is not None else None
+    if claims is None:  # not the fast lane's kind of token: PyJWT accepts or says why not
+        claims = _pyjwt_claims(token, config, key)
+    return _identity(claims)
+
+
+def _pyjwt_claims(token: str, config: AuthConfig, key: Any) -> dict[str, Any]:
+    options = {"require": list(REQUIRED_CLAIMS)}
     try:
-        claims = jwt.decode(
+        return jwt.decode(
             token,
             key if key is not None else config.verify_key,
             algorithms=list(config.algorithms),
@@ -197,6 +213,9 @@ def verify_token(token: str | None, config: AuthConfig, *, now: float | None = N
         raise AuthError("token algorithm does not match the key") from None
     except jwt.PyJWTError:  # InvalidTokenError and the rest
         raise AuthError("malformed token") from None
+
+
+def _identity(claims: dict[str, Any]) -> Identity:
     for claim in ("exp", "nbf", "iat"):
         # RFC 7519 §2 NumericDate: a JSON number (PyJWT also takes numeric strings).
         value = claims.get(claim)

@@ -1,0 +1,149 @@
+"""A fast lane in front of PyJWT for the common token: HMAC-signed, compact, plain header.
+
+PyJWT stays the authority. :class:`HmacFastLane` either returns the claims of a token that
+PyJWT would accept with the same result, or ``None``, and then the caller asks PyJWT, which
+accepts or refuses with its own reasons. The lane takes only tokens whose every part it can
+judge with certainty: exactly three unpadded canonical base64url segments, a header of
+``alg`` (one of the configured HS* algorithms), ``typ`` and ``kid`` (strings) only, a valid
+HMAC, a JSON object payload whose registered claims have the plain types; anything else
+(padding, ``crit``, ``b64``, odd claim types, an ``aud`` that needs PyJWT's rules, a bad
+signature, an expired token) goes to PyJWT.
+
+Why (docs/performance.md, "The cost of a connect"): PyJWT's generic path checks every
+character of each segment in a Python generator, re-encodes each segment, re-examines the
+HMAC key for PEM/DER/SSH shapes on every call and validates claims through datetime; under
+a connect storm it was about a quarter of an edge node's Python time per connection, for a
+2 µs HMAC. The differential property test (``tests/unit/test_jwt_fast_lane.py``) holds the
+lane to PyJWT's answer on random and hostile tokens; the PyJWT version it was checked with is
+pinned in ``requirements.lock``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import time
+from typing import Any
+
+import jwt
+from jwt.algorithms import get_default_algorithms
+
+_DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_HEADER_KEYS = frozenset({"alg", "typ", "kid"})
+_DATES = ("exp", "nbf", "iat")
+
+
+def _segment(text: str) -> bytes | None:
+    """Unpadded canonical base64url, or None (PyJWT decides)."""
+    if len(text) % 4 == 1 or _SEGMENT.fullmatch(text) is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != text.encode():
+        return None  # non-zero spare bits: not the canonical form
+    return raw
+
+
+class HmacFastLane:
+    """Accept-only verification of HS256/384/512 tokens for one secret.
+
+    Args:
+        key: the HMAC secret, as configured.
+        algorithms: the allowed algorithms (all HS*).
+        audience, issuer, leeway: as given to ``jwt.decode``.
+        require: claims that must be present and not null (``jwt.decode``'s ``require``).
+    """
+
+    def __init__(self, key: str, algorithms: tuple[str, ...], *, audience: str | None,
+                 issuer: str | None, leeway: float, require: tuple[str, ...]) -> None:
+        self._digests = {a: _DIGESTS[a] for a in algorithms if a in _DIGESTS}
+        if len(self._digests) != len(algorithms):
+            raise ValueError("the fast lane serves HMAC algorithms only")
+        # What PyJWT would sign with; a secret PyJWT refuses (PEM- or SSH-shaped) gets no lane.
+        self._key: bytes | None = None
+        try:
+            self._key = get_default_algorithms()["HS256"].prepare_key(key)
+        except jwt.InvalidKeyError:
+            pass
+        self._audience = audience
+        self._issuer = issuer
+        self._leeway = float(leeway)
+        self._require = require
+
+    def decode(self, token: object) -> dict[str, Any] | None:
+        """The token's claims if PyJWT would accept it (same claims), else None."""
+        key = self._key
+        if key is None or not isinstance(token, str):
+            return None
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        header_raw = _segment(parts[0])
+        payload_raw = _segment(parts[1])
+        signature = _segment(parts[2])
+        if header_raw is None or payload_raw is None or signature is None:
+            return None
+        try:
+            header = json.loads(header_raw)
+        except (ValueError, RecursionError):
+            return None
+        if type(header) is not dict or not header.keys() <= _HEADER_KEYS:
+            return None
+        alg = header.get("alg")
+        digest = self._digests.get(alg) if type(alg) is str else None
+        if digest is None:
+            return None
+        for name in ("typ", "kid"):
+            if name in header and type(header[name]) is not str:
+                return None
+        signed = token[:len(parts[0]) + 1 + len(parts[1])].encode()
+        if not hmac.compare_digest(signature, hmac.new(key, signed, digest).digest()):
+            return None
+        try:
+            claims = json.loads(payload_raw)
+        except (ValueError, RecursionError):
+            return None
+        if type(claims) is not dict or not self._claims_ok(claims):
+            return None
+        return claims
+
+    def _claims_ok(self, claims: dict[str, Any]) -> bool:
+        for name in self._require:
+            if claims.get(name) is None:
+                return False
+        now = time.time()
+        leeway = self._leeway
+        for name in _DATES:
+            if name in claims:
+                value = claims[name]
+                # int() of a float truncates, as PyJWT does; bools and the rest go to PyJWT.
+                if type(value) not in (int, float) or value != value or value in (
+                        float("inf"), float("-inf")):
+                    return False
+                whole = int(value)
+                if name == "exp" and whole <= now - leeway:
+                    return False
+                if name != "exp" and whole > now + leeway:
+                    return False
+        if "sub" in claims and type(claims["sub"]) is not str:
+            return False
+        if "jti" in claims and type(claims["jti"]) is not str:
+            return False
+        aud = claims.get("aud")
+        if self._audience is None:
+            if aud:
+                return False  # PyJWT refuses an audience nobody asked for
+        elif not (aud == self._audience and type(aud) is str):
+            return False  # lists and mismatches: PyJWT's rules
+        if self._issuer is not None:
+            iss = claims.get("iss")
+            if type(iss) is not str or iss != self._issuer:
+                return False
+        return True
