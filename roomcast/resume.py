@@ -76,6 +76,7 @@ class ResumeSigner:
         if ttl <= 0:
             raise ConfigError("resume_ttl", "must be > 0")
         self._sign_key = raw[0]
+        self._sign_kid = _kid(raw[0])  # the same on every token: computed once
         self._keys = {_kid(k): k for k in raw}
         self.ttl = ttl
         self._enc = msgspec.json.Encoder()
@@ -85,8 +86,7 @@ class ResumeSigner:
         now = time.time() if now is None else now
         payload = _b64(self._enc.encode(_Payload(user, sorted(rooms), epoch, conn,
                                                  round(now + self.ttl, 3))))
-        kid = _kid(self._sign_key)
-        signed = f"v1.{kid}.{payload}"
+        signed = f"v1.{self._sign_kid}.{payload}"
         sig = hmac.new(self._sign_key, signed.encode(), hashlib.sha256).digest()
         return f"{signed}.{_b64(sig)}"
 
