@@ -311,7 +311,7 @@ async def test_resume_of_many_rooms_keeps_replay_resumed_live_order(nodes, monke
     """A resume of 40 rooms while every room keeps receiving messages: rooms are re-joined
     concurrently (bounded), and for every room the frames come in the documented order —
     replayed messages up to `resumed`'s seq, then `resumed`, then only newer ones (§3.4)."""
-    from roomcast.node import connection
+    from roomcast.node import connection, requests
 
     a, b = nodes
     rooms = [room_name() for _ in range(40)]
@@ -360,7 +360,7 @@ async def test_resume_of_many_rooms_keeps_replay_resumed_live_order(nodes, monke
     finally:
         stop.set()
         await publisher
-    assert 1 < peak <= connection.RESUME_CONCURRENCY
+    assert 1 < peak <= requests.RESUME_CONCURRENCY
     at = new.frames.index(reply)
     for r in rooms:
         seq = reply["rooms"][r]["seq"]
