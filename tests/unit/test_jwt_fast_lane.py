@@ -196,42 +196,48 @@ def test_no_lane_for_public_keys_or_pem_shaped_secrets():
                              "HS256")) is None
 
 
-_NOW = int(time.time())
-_VALID = {"sub": "u", "exp": _NOW + 3600}
+def _valid(now: int) -> dict:
+    return {"sub": "u", "exp": now + 3600}
+
+
+# Claims are built from the clock when each case runs (a case collected minutes before it
+# runs must not see its "future" nbf become the past).
 
 
 @pytest.mark.parametrize("header,claims,config", [
-    ({"alg": "HS256"}, {**_VALID, "aud": "other"}, {}),
-    ({"alg": "HS256"}, {**_VALID, "aud": ["rc", "x"]}, {"audience": "rc"}),
-    ({"alg": "HS256"}, {**_VALID, "aud": "other"}, {"audience": "rc"}),
-    ({"alg": "HS256"}, _VALID, {"audience": "rc"}),
-    ({"alg": "HS256"}, {**_VALID, "iss": "evil"}, {"issuer": "me"}),
-    ({"alg": "HS256"}, _VALID, {"issuer": "me"}),
-    ({"alg": "HS256"}, {**_VALID, "jti": 5}, {}),
-    ({"alg": "HS256"}, {**_VALID, "sub": 5}, {}),
-    ({"alg": "HS256"}, {"exp": _NOW + 3600}, {}),
-    ({"alg": "HS256"}, {"sub": "u"}, {}),
-    ({"alg": "HS256"}, {**_VALID, "exp": str(_NOW + 3600)}, {}),
-    ({"alg": "HS256"}, {**_VALID, "exp": True}, {}),
-    ({"alg": "HS256"}, {**_VALID, "exp": _NOW - 60}, {}),
-    ({"alg": "HS256"}, {**_VALID, "nbf": _NOW + 60}, {}),
-    ({"alg": "HS256"}, {**_VALID, "iat": _NOW + 60}, {}),
-    ({"alg": "HS256"}, {**_VALID, "nbf": "soon"}, {}),
-    ({"alg": "HS256", "typ": 1}, _VALID, {}),
-    ({"alg": "HS256", "kid": 1}, _VALID, {}),
-    ({"alg": "HS256", "crit": ["b64"], "b64": False}, _VALID, {}),
-    ({"alg": "HS512"}, _VALID, {}),
-    ({"alg": "none"}, _VALID, {}),
-    ({}, _VALID, {}),
-    ({"alg": "HS256"}, ["not", "an", "object"], {}),
+    ({"alg": "HS256"}, lambda now: {**_valid(now), "aud": "other"}, {}),
+    ({"alg": "HS256"}, lambda now: {**_valid(now), "aud": ["rc", "x"]}, {"audience": "rc"}),
+    ({"alg": "HS256"}, lambda now: {**_valid(now), "aud": "other"}, {"audience": "rc"}),
+    ({"alg": "HS256"}, lambda now: _valid(now), {"audience": "rc"}),
+    ({"alg": "HS256"}, lambda now: {**_valid(now), "iss": "evil"}, {"issuer": "me"}),
+    ({"alg": "HS256"}, lambda now: _valid(now), {"issuer": "me"}),
+    ({"alg": "HS256"}, lambda now: {**_valid(now), "jti": 5}, {}),
+    ({"alg": "HS256"}, lambda now: {**_valid(now), "sub": 5}, {}),
+    ({"alg": "HS256"}, lambda now: {"exp": now + 3600}, {}),
+    ({"alg": "HS256"}, lambda now: {"sub": "u"}, {}),
+    ({"alg": "HS256"}, lambda now: {**_valid(now), "exp": str(now + 3600)}, {}),
+    ({"alg": "HS256"}, lambda now: {**_valid(now), "exp": True}, {}),
+    ({"alg": "HS256"}, lambda now: {**_valid(now), "exp": now - 60}, {}),
+    ({"alg": "HS256"}, lambda now: {**_valid(now), "nbf": now + 60}, {}),
+    ({"alg": "HS256"}, lambda now: {**_valid(now), "iat": now + 60}, {}),
+    ({"alg": "HS256"}, lambda now: {**_valid(now), "nbf": "soon"}, {}),
+    ({"alg": "HS256", "typ": 1}, lambda now: _valid(now), {}),
+    ({"alg": "HS256", "kid": 1}, lambda now: _valid(now), {}),
+    ({"alg": "HS256", "crit": ["b64"], "b64": False}, lambda now: _valid(now), {}),
+    ({"alg": "HS512"}, lambda now: _valid(now), {}),
+    ({"alg": "none"}, lambda now: _valid(now), {}),
+    ({}, lambda now: _valid(now), {}),
+    ({"alg": "HS256"}, lambda now: ["not", "an", "object"], {}),
 ])
 def test_each_deviation_goes_to_pyjwt(header, claims, config):
     """One deviation from a valid token at a time: the lane leaves it to PyJWT.
 
     (Some of these PyJWT accepts, e.g. a numeric-string ``exp``; the lane need not.)"""
+    now = int(time.time())
+    claims = claims(now)
     lane = HmacFastLane(KEY, ("HS256",), audience=config.get("audience"),
                         issuer=config.get("issuer"), leeway=5, require=REQUIRED_CLAIMS)
-    honest = {**_VALID, **{c: config[k] for k, c in (("audience", "aud"), ("issuer", "iss"))
+    honest = {**_valid(now), **{c: config[k] for k, c in (("audience", "aud"), ("issuer", "iss"))
                            if k in config}}
     assert lane.decode(_sign({"alg": "HS256"}, honest, KEY, "HS256")) is not None
     assert lane.decode(_sign(header, claims, KEY, header.get("alg") or "HS256")) is None
@@ -242,5 +248,5 @@ def test_each_deviation_goes_to_pyjwt(header, claims, config):
 def test_each_mangled_form_goes_to_pyjwt(how, where):
     lane = HmacFastLane(KEY, ("HS256",), audience=None, issuer=None, leeway=5,
                         require=REQUIRED_CLAIMS)
-    token = _sign({"alg": "HS256"}, _VALID, KEY, "HS256")
+    token = _sign({"alg": "HS256"}, _valid(int(time.time())), KEY, "HS256")
     assert lane.decode(_mangle(token, how, where)) is None
