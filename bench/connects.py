@@ -6,7 +6,9 @@ Each system gets a fresh 3-server NATS cluster and ``--nodes`` edge processes; `
 distinct users then connect (``--concurrency`` upgrades in flight, spread over the nodes),
 each sends one ``join`` of the same room and waits for its ``joined``; the connections stay
 open, so the room fills to ``--users`` members. Printed: connects/s (first upgrade to last
-``joined``), edge CPU per connect and the frames the load generator received per connect.
+``joined``), edge CPU per connect (including closing the connections afterwards, and for the
+connect phase alone: read at the last ``joined``) and the frames the load generator received
+per connect.
 
 * ``roomcast``: the edge node as shipped (JWT at the upgrade, presence on: the room's members
   are told of the newcomers, ``docs/protocol.md`` §4.10);
@@ -83,7 +85,10 @@ async def serve_relay(port: int, urls: str) -> None:
 
 # -- the load ------------------------------------------------------------------------------
 
-async def connect_all(ports: list[int], paths: list[str], concurrency: int) -> dict:
+async def connect_all(ports: list[int], paths: list[str], concurrency: int,
+                      edge_cpu=None) -> dict:
+    """Connect and join; ``edge_cpu()`` (the servers' CPU seconds so far) is read once more
+    at the last ``joined``, before the closes, for the connect phase alone."""
     frames = 0
     joined = 0
     done = asyncio.Event()
@@ -114,10 +119,11 @@ async def connect_all(ports: list[int], paths: list[str], concurrency: int) -> d
     except TimeoutError:
         pass
     elapsed = time.monotonic() - t0
+    at_joined = edge_cpu() if edge_cpu is not None else None
     for p in protos:
         p.transport.close()
     await asyncio.sleep(0.5)
-    return {"joined": joined, "elapsed": elapsed, "frames": frames}
+    return {"joined": joined, "elapsed": elapsed, "frames": frames, "cpu_at_joined": at_joined}
 
 
 def run_roomcast(args, presence: bool) -> dict:
@@ -128,8 +134,9 @@ def run_roomcast(args, presence: bool) -> dict:
         paths = cluster.paths("u", args.users)
         cpu0 = cluster.node_cpu()
         out = asyncio.run(connect_all([n.port for n in cluster.node_procs], paths,
-                                      args.concurrency))
+                                      args.concurrency, cluster.node_cpu))
         out["cpu"] = cluster.node_cpu() - cpu0
+        out["cpu_at_joined"] -= cpu0
     return out
 
 
@@ -147,9 +154,13 @@ def run_relay(args) -> dict:
         for port in ports:
             wait_until(lambda port=port: _listening(port), 20)
         paths = [f"/ws?u={i}" for i in range(args.users)]
-        cpu0 = sum(cpu_seconds(p.pid) for p in procs)
-        out = asyncio.run(connect_all(ports, paths, args.concurrency))
-        out["cpu"] = sum(cpu_seconds(p.pid) for p in procs) - cpu0
+        def edge_cpu() -> float:
+            return sum(cpu_seconds(p.pid) for p in procs)
+
+        cpu0 = edge_cpu()
+        out = asyncio.run(connect_all(ports, paths, args.concurrency, edge_cpu))
+        out["cpu"] = edge_cpu() - cpu0
+        out["cpu_at_joined"] -= cpu0
         return out
     finally:
         for p in procs:
@@ -185,13 +196,15 @@ def main() -> None:
         return
     print(f"# {machine()}; {args.users} distinct users into one room over {args.nodes} nodes, "
           f"{args.concurrency} upgrades in flight")
-    print("| system | joined | connects/s | edge CPU per connect | frames received per connect |")
-    print("|---|---|---|---|---|")
+    print("| system | joined | connects/s | edge CPU per connect | (connect phase only) "
+          "| frames received per connect |")
+    print("|---|---|---|---|---|---|")
     for system in args.systems:
         out = run_relay(args) if system == "relay" else run_roomcast(args, system == "roomcast")
         rate = out["joined"] / out["elapsed"]
         print(f"| {system} | {out['joined']} | {rate:,.0f} | "
               f"{out['cpu'] / max(1, out['joined']) * 1e6:,.0f} µs | "
+              f"{out['cpu_at_joined'] / max(1, out['joined']) * 1e6:,.0f} µs | "
               f"{out['frames'] / max(1, out['joined']):,.1f} |", flush=True)
 
 
