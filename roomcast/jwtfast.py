@@ -25,6 +25,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import time
 from typing import Any
@@ -123,9 +124,10 @@ class HmacFastLane:
         for name in _DATES:
             if name in claims:
                 value = claims[name]
-                # int() of a float truncates, as PyJWT does; bools and the rest go to PyJWT.
-                if type(value) not in (int, float) or value != value or value in (
-                        float("inf"), float("-inf")):
+                # int() of a float truncates, as PyJWT does; bools, NaN, infinities and the
+                # rest go to PyJWT.
+                kind = type(value)
+                if kind is not int and (kind is not float or not math.isfinite(value)):
                     return False
                 whole = int(value)
                 if name == "exp" and whole <= now - leeway:
