@@ -351,17 +351,24 @@ class NatsBackplane:
     async def history(self, room: str, start_seq: int, limit: int) -> list[StoredMessage]:
         if not subjects.valid_tokens(room):  # it goes into a JSON filter, not past the seam
             raise BackplaneError(f"history read of {room[:80]!r} refused: not a room name")
-        if self.layout.place(room).ephemeral:
+        place = self.layout.place(room)
+        if place.ephemeral:
             return []  # nothing is stored
+        return await self.read_stored(place.stream, place.subject, start_seq, limit,
+                                      what=f"history read of {room!r}")
+
+    async def read_stored(self, stream: str, subject: str, start_seq: int, limit: int, *,
+                          what: str = "stream read") -> list[StoredMessage]:
+        """Up to ``limit`` messages of ``stream`` on ``subject`` (wildcards allowed) from
+        ``start_seq`` on, in order: one batch direct get, answered by any replica."""
         self._hist_counter += 1
         token = str(self._hist_counter)
         q: asyncio.Queue[Msg] = asyncio.Queue()
         self._hist_waiters[token] = q
-        place = self.layout.place(room)
-        req = {"seq": max(1, start_seq), "next_by_subj": place.subject, "batch": limit}
+        req = {"seq": max(1, start_seq), "next_by_subj": subject, "batch": limit}
         out: list[StoredMessage] = []
         try:
-            await self._nc.publish(subjects.direct_get(place.stream),
+            await self._nc.publish(subjects.direct_get(stream),
                                    json.dumps(req).encode(), reply=self._hist_prefix + token)
             while True:
                 try:
@@ -373,14 +380,15 @@ class NatsBackplane:
                 if status:
                     if status in ("204", "404", "408"):
                         return out
-                    raise BackplaneError(f"history read failed: {status} {h.get('Description')}")
+                    raise BackplaneError(f"{what} failed: {status} {h.get('Description')}")
                 out.append(StoredMessage(int(h["Nats-Sequence"]), msg.data))
                 if len(out) >= limit:
                     return out
         except TimeoutError as exc:
-            raise BackplaneError(f"history read of {room!r} timed out") from exc
-        except nats.errors.BadSubjectError as exc:
-            raise BackplaneError(f"history read of {room[:80]!r} refused: {exc}") from None
+            raise BackplaneError(f"{what} timed out") from exc
+        except (nats.errors.BadSubjectError, nats.errors.ConnectionClosedError,
+                nats.errors.ConnectionReconnectingError) as exc:
+            raise BackplaneError(f"{what} refused: {exc}") from None
         finally:
             del self._hist_waiters[token]
 
@@ -408,17 +416,22 @@ class NatsBackplane:
         if not subjects.valid_tokens(room):
             raise BackplaneError(f"last_seq of {room[:80]!r} refused: not a room name")
         place = self.layout.place(room)
-        req = msgspec.json.encode({"last_by_subj": place.subject})
+        return await self.leader_last(place.stream, place.subject, what=f"last_seq of {room!r}")
+
+    async def leader_last(self, stream: str, subject: str, *, what: str = "last_seq") -> int:
+        """The sequence of ``stream``'s newest message on ``subject`` (wildcards allowed), 0
+        when there is none, from the stream's leader: what a replica's read must reach."""
+        req = msgspec.json.encode({"last_by_subj": subject})
         try:
-            msg = await self._nc.request(subjects.msg_get(place.stream), req, timeout=5.0)
+            msg = await self._nc.request(subjects.msg_get(stream), req, timeout=5.0)
         except nats.errors.TimeoutError as exc:
-            raise BackplaneError(f"last_seq of {room!r} timed out") from exc
+            raise BackplaneError(f"{what} timed out") from exc
         except nats.errors.BadSubjectError as exc:
-            raise BackplaneError(f"last_seq of {room[:80]!r} refused: {exc}") from None
+            raise BackplaneError(f"{what} refused: {exc}") from None
         reply = json.loads(msg.data)
         err = reply.get("error")
         if err is not None:
             if err.get("err_code") == 10037:  # no message found
                 return 0
-            raise BackplaneError(f"last_seq of {room!r} failed: {err.get('description')}")
+            raise BackplaneError(f"{what} failed: {err.get('description')}")
         return int(reply["message"]["seq"])

@@ -35,8 +35,9 @@ def wanted_streams(*, replicas: int, history_per_room: int, history_max_age: flo
                    duplicate_window: float = 120.0, events_max_age: float = 3600.0,
                    rooms_stream: str = subjects.STREAM, layout=None) -> list[StreamConfig]:
     """The rooms' streams (``ROOMS``, or those of ``layout``: one per namespace and partition,
-    :mod:`roomcast.backplane.layout`), then ``PRESENCE`` and ``KV_ROOMCAST_BANS`` (the key-value
-    bucket of the server API's bans, ``docs/api.md``)."""
+    :mod:`roomcast.backplane.layout`), then ``PRESENCE``, ``KV_ROOMCAST_BANS`` (the key-value
+    bucket of the server API's bans, ``docs/api.md``) and ``PRESENCE_STATE`` (room-scoped
+    presence entries, used with ``--presence-scope rooms``)."""
     from roomcast.backplane.layout import Layout
 
     if layout is None:
@@ -54,6 +55,11 @@ def wanted_streams(*, replicas: int, history_per_room: int, history_max_age: flo
             storage=StorageType.FILE, num_replicas=replicas, max_msgs_per_subject=1,
             max_age=subjects.BANS_MAX_AGE, duplicate_window=120.0, discard=DiscardPolicy.NEW,
             allow_direct=True, allow_rollup_hdrs=True, deny_delete=True),
+        StreamConfig(  # room-scoped presence entries (docs/presence.md), the last of each kept
+            name=subjects.PRESENCE_STATE_STREAM, subjects=[subjects.PRESENCE_STATE_PREFIX + ">"],
+            storage=StorageType.FILE, num_replicas=replicas, max_msgs_per_subject=1,
+            duplicate_window=120.0, discard=DiscardPolicy.OLD, allow_direct=True,
+            allow_msg_ttl=True),
     ]
 
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 #: One token of a name that becomes part of a NATS subject: letters, digits, ``_``, ``-``.
@@ -83,6 +84,33 @@ def presence_sync(instance: str) -> str:
 def presence_evict(instance: str) -> str:
     """Subject telling one node to close a connection that resumed elsewhere."""
     return f"roomcast.presence.evict.{instance}"
+
+
+#: Room-scoped presence (``--presence-scope rooms``, docs/presence.md): every connection's
+#: entry in each room it is in, one subject per (node, connection, room), the last message of
+#: each kept. A node subscribes to the rooms it has local members in.
+PRESENCE_STATE_STREAM = "PRESENCE_STATE"
+PRESENCE_STATE_PREFIX = "roomcast.pstate."
+PRESENCE_ASK_PREFIX = "roomcast.presence.ask."  # admin scatter-gather, every node answers
+
+
+def _token(name: str) -> str:
+    """One subject token standing for ``name`` (instance and connection ids may hold dots)."""
+    return hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+
+
+def presence_entry(instance: str, conn: str, room: str) -> str:
+    """The subject of one connection's entry in one room (room last: a room filter is
+    ``roomcast.pstate.*.*.<room>``, and two single tokens before it cannot be confused)."""
+    return f"{PRESENCE_STATE_PREFIX}{_token(instance)}.{_token(conn)}.{room}"
+
+
+def presence_room_filter(room: str) -> str:
+    return f"{PRESENCE_STATE_PREFIX}*.*.{room}"
+
+
+def presence_node_filter(instance: str) -> str:
+    return f"{PRESENCE_STATE_PREFIX}{_token(instance)}.>"
 
 
 def presence_events(room: str) -> str:

@@ -146,6 +146,22 @@ class NodeMetrics:
 
         self.registry.register(_Collector(collect))
 
+    def watch_presence(self, tracker) -> None:
+        """What presence costs this node: the rooms and entries it holds, the changes from
+        other nodes it applied (bench.clustersize)."""
+
+        def collect() -> list[Metric]:
+            rooms, entries = tracker.state.size()
+            return [GaugeMetricFamily("roomcast_presence_rooms", "Rooms whose presence this "
+                                      "node holds", value=rooms),
+                    GaugeMetricFamily("roomcast_presence_entries", "Connection entries (room, "
+                                      "connection) this node holds", value=entries),
+                    CounterMetricFamily("roomcast_presence_remote_changes", "Presence changes "
+                                        "from other nodes this node received",
+                                        value=tracker.deltas_received)]
+
+        self.registry.register(_Collector(collect))
+
     def watch_replay_cache(self, cache) -> None:
         """Expose a :class:`roomcast.node.replaycache.ReplayCache`'s counters."""
 

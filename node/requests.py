@@ -72,6 +72,9 @@ class SessionRequests:
             if presence is not None:
                 presence.untrack(room, self.peer.conn_id)
             return None
+        if presence is not None and (ready := presence.room_ready(room)) is not None:
+            # Room-scoped presence reads the room's other members at its first local join.
+            await asyncio.shield(ready)
         if stale:
             res.recovered = False
         return res

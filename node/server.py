@@ -46,6 +46,7 @@ from roomcast.node.replaycache import ReplayCache
 from roomcast.node.rooms import RoomRegistry
 from roomcast.presence.admin import AdminService
 from roomcast.presence.feed import FeedOptions, PresenceFeed
+from roomcast.presence.scoped import ScopedTracker
 from roomcast.presence.tracker import PresenceTracker
 from roomcast.protocol import CloseCode
 from roomcast.resume import ResumeSigner
@@ -101,6 +102,8 @@ class Node:
                 rooms_stream=nats.stream, layout=self.layout)
             if config.presence is None:
                 wanted = [s for s in wanted if s.name != subjects.PRESENCE_EVENTS_STREAM]
+            if config.presence is None or config.presence.scope != "rooms":
+                wanted = [s for s in wanted if s.name != subjects.PRESENCE_STATE_STREAM]
             self.backplane.require_streams(wanted)
         self.rooms = RoomRegistry(self.backplane, self.metrics,
                                   history_page=config.history_page,
@@ -164,10 +167,14 @@ class Node:
             self.metrics.watch_nats_client(self.backplane.nc)
         cfg = self.config
         if cfg.presence is not None and isinstance(self.backplane, NatsBackplane):
-            self.presence = PresenceTracker(
-                self.backplane.nc, self.backplane.store_begin, node_id=cfg.node_id,
-                instance=self.instance, config=cfg.presence, replicas=cfg.nats.replicas,
-                on_transitions=self._on_presence, close_conn=self._close_resumed)
+            kwargs = dict(node_id=cfg.node_id, instance=self.instance, config=cfg.presence,
+                          replicas=cfg.nats.replicas, on_transitions=self._on_presence,
+                          close_conn=self._close_resumed)
+            self.presence = (
+                ScopedTracker(self.backplane.nc, self.backplane.store_begin,
+                              self.backplane, **kwargs)
+                if cfg.presence.scope == "rooms"
+                else PresenceTracker(self.backplane.nc, self.backplane.store_begin, **kwargs))
             pc = cfg.presence
             self.presence_out = PresenceOut(PresenceFeed(
                 self.presence.state, interval=pc.diff_interval, count_interval=pc.count_interval,
@@ -175,6 +182,7 @@ class Node:
             await self.presence.start()
             self.handover.presence = self.presence
             self.metrics.watch_event_log(self.presence.events)
+            self.metrics.watch_presence(self.presence)
             self._admin = AdminService(self.backplane.nc, self.presence)
             await self._admin.start()
         if isinstance(self.backplane, NatsBackplane):

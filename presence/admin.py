@@ -1,7 +1,9 @@
 """The operators' NATS request/reply interface to presence (``docs/admin.md``).
 
 Every node subscribes to ``roomcast.admin.>`` in one queue group; whichever node NATS picks
-answers from its cluster-wide view, so any node can answer any question.
+answers from its cluster-wide view, so any node can answer any question. Under room-scoped
+presence (``--presence-scope rooms``) no node has that view: a room's members come from memory
+or the ``PRESENCE_STATE`` stream, and ``rooms`` and ``user`` ask every live node.
 """
 
 from __future__ import annotations
@@ -56,6 +58,43 @@ def answer(tracker: PresenceTracker, subject: str, payload: bytes) -> dict:
     return {**base, "error": f"unknown admin request {rest!r}; see docs/admin.md"}
 
 
+async def answer_scoped(tracker, subject: str, payload: bytes) -> dict:
+    """The reply under room-scoped presence (presence/scoped.py): a room's members come from
+    memory or the stream, ``rooms`` and ``user`` from every live node (scatter-gather)."""
+    rest = subject[len(subjects.ADMIN_PREFIX):]
+    base = {"answered_by": tracker.instance, "ts": int(time.time() * 1000)}
+    if rest.startswith("presence.") and subjects.valid_tokens(rest[len("presence."):]):
+        room = rest[len("presence."):]
+        members = await tracker.room_members(room)
+        return {**base, "room": room, "users": len(members),
+                "connections": sum(len(v) for v in members.values()), "members": members}
+    if rest == "rooms":
+        answers, missing = await tracker.ask("rooms")
+        rooms: dict[str, dict] = {}
+        for a in answers:
+            for room, (users, conns) in a.get("rooms", {}).items():
+                seen = rooms.get(room)
+                if seen is None or (users, conns) > (seen["users"], seen["connections"]):
+                    rooms[room] = {"users": users, "connections": conns}
+        out = {**base, "rooms": dict(sorted(rooms.items()))}
+        if missing:
+            out["nodes_not_answering"] = missing
+        return out
+    if rest == "user" or rest.startswith("user."):
+        user, problem = ((rest[len("user."):], None) if rest.startswith("user.")
+                         else _user_from(payload))
+        if problem or not user:
+            return answer(tracker, subject, payload)  # the same errors as the full map's
+        answers, missing = await tracker.ask("user", _enc.encode({"user": user}))
+        conns = [c for a in answers for c in a.get("connections", [])]
+        out = {**base, "user": user,
+               "connections": sorted(conns, key=lambda c: (c["room"], c["conn"]))}
+        if missing:
+            out["nodes_not_answering"] = missing
+        return out
+    return answer(tracker, subject, payload)
+
+
 class _UserRequest(msgspec.Struct):
     user: str | None = None
 
@@ -91,7 +130,8 @@ class AdminService:
         if not msg.reply:
             return
         try:
-            reply = answer(self.tracker, msg.subject, msg.data)
+            reply = (await answer_scoped(self.tracker, msg.subject, msg.data)
+                     if self.tracker.scoped else answer(self.tracker, msg.subject, msg.data))
         except Exception:  # noqa: BLE001 - every request gets an answer, never silence
             log.exception("admin request %s failed", msg.subject[:120])
             reply = {"answered_by": self.tracker.instance, "ts": int(time.time() * 1000),

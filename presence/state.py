@@ -172,6 +172,28 @@ class PresenceState:
         if origin != self.self_id and origin in self._origins:
             self._origins[origin].synced = False
 
+    # -- room-scoped presence (presence/scoped.py: it orders records itself) --------------
+
+    def next_counter(self) -> int:
+        """A new counter value of our own, for a record that is not a join or a leave."""
+        origin = self._origins[self.self_id]
+        origin.counter += 1
+        return origin.counter
+
+    def apply_join(self, c: Conn) -> list[Transition]:
+        """Add another node's connection (room-scoped presence decides the order)."""
+        return self._add(c)
+
+    def apply_leave(self, room: str, conn_id: str) -> list[Transition]:
+        entry = self._find(room, conn_id)
+        return self._remove(entry) if entry is not None else []
+
+    def drop_room(self, room: str) -> None:
+        """Forget a room this node no longer follows: no transitions (no member here)."""
+        for conns in list(self._rooms.get(room, {}).values()):
+            for c in list(conns.values()):
+                self._remove(c)
+
     # -- queries -----------------------------------------------------------------------
 
     def snapshot_of(self, origin: str) -> list[Conn]:
@@ -227,6 +249,10 @@ class PresenceState:
             if conn_id in conns:
                 return node
         return None
+
+    def size(self) -> tuple[int, int]:
+        """(rooms, entries) held: the memory presence costs this node."""
+        return len(self._rooms), len(self._index)
 
     def nodes(self) -> dict[str, int]:
         """origin -> connection count (distinct connections)."""

@@ -39,6 +39,8 @@ SAFETY_NET_DELAY = 15.0
 #: applies them in one callback (measured: ~170 µs of edge CPU per connect with one message
 #: per event-loop iteration, bench/connects.py).
 DELTA_BATCH = 0.01
+#: ``--presence-scope``: what each node holds (docs/presence.md).
+SCOPES = ("cluster", "rooms")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class PresenceConfig:
     events_max_age: seconds the backend event log is kept.
     diff_interval: seconds a room's presence changes are gathered into one frame.
     count_interval: at most one ``presence_count`` per room this often (seconds).
+    scope: ``cluster`` (every node holds every room) or ``rooms`` (a node holds the rooms it
+        has local members in: presence/scoped.py).
     """
 
     heartbeat_interval: float = 1.0
@@ -60,8 +64,11 @@ class PresenceConfig:
     events_max_age: float = 3600.0
     diff_interval: float = 0.1
     count_interval: float = 1.0
+    scope: str = "cluster"
 
     def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise ConfigError("presence_scope", f"must be one of {', '.join(SCOPES)}")
         if not 0 < self.diff_interval <= 5:
             raise ConfigError("presence_interval", "must be > 0 and at most 5 seconds")
         if not self.diff_interval <= self.count_interval <= 60:
@@ -129,6 +136,8 @@ class _Heartbeat(msgspec.Struct):
     node: str
     counter: int
     conns: int
+    beat: int = 0  # consecutive per node (room-scoped presence reads a gap as a loss)
+    scope: str = "cluster"
 
 
 class BackendEvent(msgspec.Struct):
@@ -178,9 +187,13 @@ class _Peer:
     last_seen: float
     counter: int
     conns: int
+    beat: int = 0
 
 
 class PresenceTracker:
+    #: Whether this tracker keeps only the rooms with local members (presence/scoped.py).
+    scoped = False
+
     def __init__(self, nc, store, *, node_id: str, instance: str, config: PresenceConfig,
                  replicas: int, on_transitions: Callable[[list[Transition]], None],
                  close_conn: Callable[[str], None]) -> None:
@@ -205,6 +218,11 @@ class PresenceTracker:
         #: anyone. A node that cannot hear itself must not conclude its peers died.
         self._heard_self = time.monotonic()
         self._cut_off = False
+        self._beat = 0
+        self._warned: set[str] = set()
+        #: Connection-level changes from other nodes applied here (the metrics' figure of
+        #: what presence costs this node, bench.clustersize).
+        self.deltas_received = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -285,6 +303,11 @@ class PresenceTracker:
         elif origin == self.instance:
             self._close_conn(old_conn)
 
+    def room_ready(self, room: str) -> asyncio.Future | None:
+        """What a join must wait for before the room's member list is right (None: nothing;
+        this tracker holds every room)."""
+        return None
+
     def _emit(self, delta: Delta, trans: list[Transition]) -> None:
         if not self._outbox and not self._evictions:
             asyncio.get_running_loop().call_later(DELTA_BATCH, self._send_deltas)
@@ -325,6 +348,7 @@ class PresenceTracker:
         if d.origin == self.instance:
             return
         steps = d.deltas if d.deltas is not None else [_Step(d.counter, d.op, d.conn)]
+        self.deltas_received += len(steps)
         out: list[Transition] = []
         for step in steps:
             trans, need_sync = self.state.apply_delta(Delta(d.origin, step.counter, Op(step.op),
@@ -336,21 +360,33 @@ class PresenceTracker:
         if out:
             self._on_transitions(out)
 
+    def _heard_own(self) -> None:
+        self._heard_self = now = time.monotonic()
+        if self._cut_off:
+            # We could hear nobody for a while: every peer gets a fresh timeout from now
+            # and is re-synced; those that really died go silent again and are removed.
+            self._cut_off = False
+            log.warning("presence: hearing NATS again; re-syncing %d nodes", len(self.peers))
+            for peer in self.peers.values():
+                peer.last_seen = now
+            self.resync_all()
+
+    def _check_scope(self, hb: _Heartbeat) -> None:
+        """Nodes of one cluster must agree on ``--presence-scope``: said once per node."""
+        if hb.scope != ("rooms" if self.scoped else "cluster") and hb.origin not in self._warned:
+            self._warned.add(hb.origin)
+            log.error("presence: node %s runs --presence-scope %s, this node %s: presence "
+                      "is wrong until every node uses the same scope", hb.node, hb.scope,
+                      "rooms" if self.scoped else "cluster")
+
     def _on_heartbeat(self, subject: bytes, headers: bytes | None, data: bytes) -> None:
         hb = _dec_hb.decode(data)
         if hb.origin == self.instance:
-            self._heard_self = now = time.monotonic()
-            if self._cut_off:
-                # We could hear nobody for a while: every peer gets a fresh timeout from now
-                # and is re-synced; those that really died go silent again and are removed.
-                self._cut_off = False
-                log.warning("presence: hearing NATS again; re-syncing %d nodes", len(self.peers))
-                for peer in self.peers.values():
-                    peer.last_seen = now
-                self.resync_all()
+            self._heard_own()
             return
         peer = self.peers.get(hb.origin)
         if peer is None:
+            self._check_scope(hb)
             self.peers[hb.origin] = _Peer(hb.node, time.monotonic(), hb.counter, hb.conns)
             self._request_snapshot(hb.origin)
             return
@@ -412,11 +448,17 @@ class PresenceTracker:
             # the deltas it counts looks like a lost delta): both go through _spawn, whose
             # tasks start in creation order, this batch's deltas first.
             self._send_deltas()
+            self._beat += 1
             hb = _Heartbeat(self.instance, self.node_id, self.state.counter,
-                            self.state.nodes().get(self.instance, 0))
+                            self.state.nodes().get(self.instance, 0), self._beat,
+                            "rooms" if self.scoped else "cluster")
             self._spawn(self._publish(subjects.PRESENCE_HEARTBEAT, _enc.encode(hb)))
             self._reap()
+            self._housekeeping()
             await asyncio.sleep(interval)
+
+    def _housekeeping(self) -> None:
+        """Once per heartbeat (room-scoped presence: resends, expiries)."""
 
     def _cut_off_now(self, now: float) -> bool:
         """Whether we cannot hear NATS: disconnected, or our own heartbeat has not come back

@@ -157,6 +157,9 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
           help="seconds a room's presence changes are batched into one presence_diff")
     _flag(p, "--presence-count-interval", type=float, default=1.0,
           help="at most one presence_count per big room this often, seconds")
+    _flag(p, "--presence-scope", choices=["cluster", "rooms"], default="cluster",
+          help="cluster: every node holds every room's presence; rooms: only the rooms it "
+               "has members in (docs/presence.md)")
     _flag(p, "--allowed-origins", default="",
           help="origins allowed to open WebSockets besides the node's own, comma-separated "
                "('*': any; empty: localhost only)")
@@ -218,7 +221,8 @@ def node_config_from(args: argparse.Namespace):
                                 list_max=int(args.presence_list_max),
                                 events_max_age=float(args.presence_events_max_age),
                                 diff_interval=float(args.presence_interval),
-                                count_interval=float(args.presence_count_interval))
+                                count_interval=float(args.presence_count_interval),
+                                scope=args.presence_scope)
         if _bool(args.presence) else None,
         allowed_origins=tuple(o.strip() for o in args.allowed_origins.split(",") if o.strip()),
     )

@@ -24,6 +24,25 @@ def pytest_collection_modifyitems(config, items):
                                    for i in items)
 
 
+def pytest_generate_tests(metafunc):
+    """Tests that use ``presence_scope`` run once per presence scope (a test that only makes
+    sense under some names them: ``@pytest.mark.presence_scopes("cluster")``)."""
+    if "presence_scope" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("presence_scopes")
+        scopes = list(marker.args) if marker else ["cluster", "rooms"]
+        metafunc.parametrize("presence_scope", scopes, indirect=True)
+
+
+@pytest.fixture
+def presence_scope(request):
+    """The presence scope of this test (``fast_presence`` and ``fast_env`` read it)."""
+    from tests.helpers import PRESENCE_SCOPE
+
+    PRESENCE_SCOPE["scope"] = request.param
+    yield request.param
+    PRESENCE_SCOPE["scope"] = "cluster"
+
+
 @pytest.fixture(scope="module")
 def nats3():
     """A 3-server JetStream cluster for the test module."""

@@ -21,6 +21,11 @@ UNIT = float(os.environ.get("ROOMCAST_TEST_UNIT", "1.0"))
 KEY = "test-secret-" + "x" * 32
 
 
+#: The presence scope (``--presence-scope``) of the test running now: the ``presence_scope``
+#: fixture (tests/conftest.py) sets it, and runs each presence test under both scopes.
+PRESENCE_SCOPE = {"scope": "cluster"}
+
+
 def room_name(prefix: str = "r") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

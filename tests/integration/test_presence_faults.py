@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import pytest_asyncio
 
 from roomcast.natsserver import NatsCluster
@@ -16,6 +17,9 @@ from tests.integration.test_presence import (
     flushed,
     presence_events,
 )
+
+#: Under both presence scopes (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("presence_scope")
 
 
 async def test_a_connection_never_receives_its_own_join(nats3):

@@ -3,8 +3,13 @@ and a room's members moving between lists and counts as it crosses its threshold
 
 from __future__ import annotations
 
-from tests.helpers import WsClient, room_name, start_node, token
+import pytest
+
+from tests.helpers import PRESENCE_SCOPE, WsClient, room_name, start_node, token
 from tests.integration.test_presence import DIFF, eventually
+
+#: Under both presence scopes (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("presence_scope")
 
 
 async def test_member_lists_are_capped_by_users_and_by_connections(nats3):
@@ -15,7 +20,9 @@ async def test_member_lists_are_capped_by_users_and_by_connections(nats3):
 
     node = await start_node(nats3.urls, node_id="capped",
                             presence=PresenceConfig(heartbeat_interval=0.25, timeout=1.5,
-                                                    list_max=2), drain_window=0.1)
+                                                    list_max=2,
+                                                    scope=PRESENCE_SCOPE["scope"]),
+                            drain_window=0.1)
     clients: list[WsClient] = []
     try:
         room = room_name()
@@ -47,7 +54,7 @@ async def test_rooms_over_the_threshold_get_counts_then_lists_again(nats3):
     from roomcast.presence.tracker import PresenceConfig
 
     cfg = PresenceConfig(heartbeat_interval=0.25, timeout=1.5, list_max=3, diff_interval=DIFF,
-                         count_interval=0.2)
+                         count_interval=0.2, scope=PRESENCE_SCOPE["scope"])
     a = await start_node(nats3.urls, node_id="ta", presence=cfg)
     b = await start_node(nats3.urls, node_id="tb", presence=cfg)
     room = room_name()

@@ -1,0 +1,546 @@
+"""Room-scoped presence (``--presence-scope rooms``): a node keeps only the rooms it has local
+members in (docs/presence.md, "Room-scoped presence").
+
+* **One owner per entry.** A connection's entry in a room is a record in the
+  ``PRESENCE_STATE`` stream on its own subject (``roomcast.pstate.<node>.<conn>.<room>``, the
+  last record of each kept), written only by the connection's node, stamped with that node's
+  counter: of two records of one entry the higher counter is the newer, whatever order they
+  arrive in. A leave is a record too, which expires from the stream after ``TOMBSTONE_TTL``.
+* **Rooms with local members only.** At a room's first local join the node subscribes to the
+  room's records (live, core NATS) and then reads them from the stream (batch direct gets);
+  the join's ``joined`` waits for that read. The room is read once more ``REFRESH_AFTER``
+  later (a replica answering the first read may lag, a subscription takes a moment to reach
+  every server), after its own NATS reconnect, and when a node's heartbeats show a gap. When
+  its last local member leaves, the node forgets the room.
+* **Crashed nodes.** Heartbeats stay cluster-wide. A node silent for the timeout is dead:
+  every survivor drops its entries from the rooms it follows, and the first survivor (the
+  others later, as a safety net) reads the dead node's records from the stream, stores their
+  ``node_down`` backend leaves — also for rooms no survivor follows — and purges them.
+
+A node's memory and the records it receives then follow its own rooms, not the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+
+import msgspec
+import nats.errors
+
+from roomcast.backplane import subjects
+from roomcast.backplane.natsclient import decode_ack, unsubscribe_quietly
+from roomcast.errors import BackplaneError
+from roomcast.presence import tracker as _tracker
+from roomcast.presence.state import Conn, Op, Transition
+from roomcast.presence.tracker import (
+    PresenceTracker,
+    _Conn,
+    _conn,
+    _dec_hb,
+    _enc,
+    _event,
+    _Peer,
+    _Snapshot,
+    _wire,
+)
+
+log = logging.getLogger("roomcast.presence")
+
+#: Seconds after a room's first read that it is read once more.
+REFRESH_AFTER = 1.0
+#: An entry heard within this many seconds survives a read that does not have it yet.
+GRACE = 2.0
+#: Seconds a leave record stays in the stream (and in memory, to order late records).
+TOMBSTONE_TTL = 60.0
+#: Seconds a dead node's records are ignored after it was declared dead.
+DEAD_MEMORY = 120.0
+#: Seconds after which a record JetStream has not acknowledged is sent again.
+RESEND_AFTER = 3.0
+#: Records per batch direct get.
+READ_PAGE = 256
+#: Rooms read at once when many are (after a reconnect).
+READ_CONCURRENCY = 8
+#: Seconds an admin scatter-gather waits for every live node.
+ASK_WAIT = 2.0
+
+
+class _Record(msgspec.Struct, array_like=True):
+    """One entry as stored and sent: the origin's counter, alive (join) or not (leave)."""
+
+    counter: int
+    alive: bool
+    conn: _Conn
+
+
+_dec_record = msgspec.json.Decoder(_Record)
+
+
+class _Room:
+    __slots__ = ("ready", "sub", "local", "ver")
+
+    def __init__(self) -> None:
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.sub = None
+        self.local = 0  # local connections in the room
+        #: conn id -> (counter, alive, when heard): the newest record of every remote entry
+        self.ver: dict[str, tuple[int, bool, float]] = {}
+
+
+class ScopedTracker(PresenceTracker):
+    scoped = True
+
+    def __init__(self, nc, store, backplane, **kwargs) -> None:
+        super().__init__(nc, store, **kwargs)
+        self._backplane = backplane  # NatsBackplane: read_stored, leader_last
+        self.rooms: dict[str, _Room] = {}
+        self._dead: dict[str, float] = {}  # origin -> when declared dead
+        self._tombs: collections.deque[tuple[float, str, str]] = collections.deque()
+        # counter -> [key, subject, payload, headers, sent at]: records not yet acknowledged
+        self._unacked: dict[int, list] = {}
+        self._latest: dict[tuple[str, str], int] = {}  # (room, conn) -> newest counter sent
+        self._ack_prefix = ""
+        self._reading: asyncio.Task | None = None
+        self._to_read: set[str] = set()
+        self._republished = 0.0
+        self._all_acked = asyncio.Event()
+        self.cleanups_done = 0  # dead nodes cleaned up (or given up on) by this node
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        nc = self.nc
+        self._ack_prefix = nc.new_inbox() + "."
+        acks = await nc.subscribe(self._ack_prefix + "*")
+        nc.direct(acks, self._on_ack)
+        beats = await nc.subscribe(subjects.PRESENCE_HEARTBEAT)
+        nc.direct(beats, self._on_heartbeat)
+        self._subs = [
+            acks, beats,
+            await nc.subscribe(subjects.PRESENCE_HELLO, cb=self._on_sync_request),
+            await nc.subscribe(subjects.presence_sync(self.instance), cb=self._on_sync_request),
+            await nc.subscribe(subjects.presence_evict(self.instance), cb=self._on_evict),
+            await nc.subscribe(subjects.PRESENCE_ASK_PREFIX + ">", cb=self._on_ask),
+        ]
+        await nc.flush()
+        await self._hello()  # learns the live nodes (their replies carry no connections)
+        self._hb_task = asyncio.get_running_loop().create_task(self._heartbeats())
+
+    async def close(self, flush_seconds: float = 5.0) -> None:
+        end = time.monotonic() + flush_seconds
+        if self._unacked and self.nc.is_connected:  # the leaves of a drained node's connections
+            self._all_acked.clear()
+            try:
+                await asyncio.wait_for(self._all_acked.wait(), flush_seconds)
+            except TimeoutError:
+                log.warning("presence: %d records unacknowledged at shutdown", len(self._unacked))
+        for r in self.rooms.values():
+            if r.sub is not None:
+                self.nc.undirect(r.sub)
+                await unsubscribe_quietly(r.sub)
+        await super().close(max(0.0, end - time.monotonic()))
+
+    # -- local changes ---------------------------------------------------------------
+
+    def track(self, room: str, conn_id: str, user: str, info: dict) -> None:
+        r = self.rooms.get(room)
+        if r is None:
+            r = self.rooms[room] = _Room()
+            self._spawn(self._open(room, r))
+        if not self.state.has_conn(room, conn_id):
+            r.local += 1
+        super().track(room, conn_id, user, info)
+
+    def untrack(self, room: str, conn_id: str) -> None:
+        if not self.state.has_conn(room, conn_id):
+            return
+        super().untrack(room, conn_id)
+        r = self.rooms.get(room)
+        if r is not None:
+            r.local -= 1
+            if r.local <= 0:
+                self._forget(room, r)
+
+    def room_ready(self, room: str) -> asyncio.Future | None:
+        r = self.rooms.get(room)
+        return r.ready if r is not None and not r.ready.done() else None
+
+    def evict_elsewhere(self, old_conn: str) -> None:
+        origin = self.state.origin_of(old_conn)
+        if origin is None:
+            # Not in a room we follow: a connection id starts with its node's instance.
+            candidate = old_conn.rpartition(".")[0]
+            origin = candidate if candidate in self.peers else None
+        if origin is not None and origin != self.instance:
+            if not self._outbox and not self._evictions:
+                asyncio.get_running_loop().call_later(0.01, self._send_deltas)
+            self._evictions.append((subjects.presence_evict(origin), old_conn.encode()))
+        elif origin == self.instance:
+            self._close_conn(old_conn)
+
+    def _send_deltas(self) -> None:
+        """This batch's records, each on its own subject, then its evictions."""
+        steps, self._outbox = self._outbox, []
+        evictions, self._evictions = self._evictions, []
+        sends = [self._record(s.counter, s.op == Op.JOIN.value, s.conn) for s in steps]
+        sends += [(subject, conn, None, None) for subject, conn in evictions]
+        if sends:
+            self._spawn(self._send(sends))
+
+    def _record(self, counter: int, alive: bool, c: _Conn) -> tuple:
+        subject = subjects.presence_entry(self.instance, c.conn, c.room)
+        payload = _enc.encode(_Record(counter, alive, c))
+        headers = None if alive else {"Nats-TTL": f"{int(TOMBSTONE_TTL)}s"}
+        key = (c.room, c.conn)
+        old = self._latest.get(key)
+        if old is not None:
+            self._unacked.pop(old, None)  # superseded: only the newest record matters
+        self._latest[key] = counter
+        self._unacked[counter] = [key, subject, payload, headers, time.monotonic()]
+        return subject, payload, headers, self._ack_prefix + str(counter)
+
+    async def _send(self, sends: list[tuple]) -> None:
+        try:
+            for subject, payload, headers, reply in sends:
+                await self.nc.publish(subject, payload, reply=reply or "", headers=headers)
+        except nats.errors.Error as exc:  # resent (records) once NATS is back
+            log.debug("presence record not sent: %s", exc)
+
+    def _on_ack(self, subject: bytes, headers: bytes | None, data: bytes) -> None:
+        if not data:
+            return  # a status (no responders): resent later
+        counter = int(subject[len(self._ack_prefix):])
+        ack = decode_ack(data)
+        if ack.error is not None:
+            log.warning("presence record refused by JetStream: %s", ack.error.description)
+            return
+        pending = self._unacked.pop(counter, None)
+        if pending is not None and self._latest.get(pending[0]) == counter:
+            del self._latest[pending[0]]
+        if not self._unacked:
+            self._all_acked.set()
+
+    def _republish(self) -> None:
+        """Write every local entry again (a full NATS outage, a purge by a node that took us
+        for dead): new counters, so they win over anything older."""
+        now = time.monotonic()
+        if now - self._republished < 1.0:
+            return
+        self._republished = now
+        sends = [self._record(self.state.next_counter(), True, _wire(c))
+                 for c in self.state.snapshot_of(self.instance)]
+        if sends:
+            self._spawn(self._send(sends))
+
+    # -- the rooms this node follows -------------------------------------------------
+
+    async def _open(self, room: str, r: _Room) -> None:
+        try:
+            sub = await self.nc.subscribe(subjects.presence_room_filter(room))
+            self.nc.direct(sub, self._on_record)
+            if self.rooms.get(room) is not r:  # its members left meanwhile
+                self.nc.undirect(sub)
+                await unsubscribe_quietly(sub)
+                return
+            r.sub = sub
+            await self._load(room, r, first=True)
+        except (BackplaneError, nats.errors.Error, TimeoutError) as exc:
+            log.warning("presence of room %s not readable yet (%s); members on other nodes "
+                        "appear when it is", room[:80], exc)
+        finally:
+            if not r.ready.done():
+                r.ready.set_result(None)
+        asyncio.get_running_loop().call_later(REFRESH_AFTER, self._read_later, room)
+
+    def _forget(self, room: str, r: _Room) -> None:
+        del self.rooms[room]
+        self.state.drop_room(room)
+        if r.sub is not None:
+            self.nc.undirect(r.sub)
+            self._spawn(unsubscribe_quietly(r.sub))
+        if not r.ready.done():
+            r.ready.set_result(None)
+
+    def _on_record(self, subject: bytes, headers: bytes | None, data: bytes) -> None:
+        rec = _dec_record.decode(data)
+        self.deltas_received += 1
+        r = self.rooms.get(rec.conn.room)
+        if r is None:
+            return
+        trans = self._apply(r, rec, time.monotonic())
+        if trans and r.ready.done():
+            self._on_transitions(trans)
+
+    def _apply(self, r: _Room, rec: _Record, now: float) -> list[Transition]:
+        c = rec.conn
+        origin = c.node
+        if origin == self.instance or origin in self._dead:
+            return []
+        known = r.ver.get(c.conn)
+        if known is not None and known[0] >= rec.counter:
+            return []  # older than what we have
+        r.ver[c.conn] = (rec.counter, rec.alive, now)
+        if origin not in self.peers:
+            # Not heard yet: it gets a timeout like any node, and is dead if it stays silent.
+            self.peers[origin] = _Peer(origin.rpartition(".")[0], now, 0, 0)
+        if rec.alive:
+            return self.state.apply_join(_conn(c))
+        self._tombs.append((now, c.room, c.conn))
+        return self.state.apply_leave(c.room, c.conn)
+
+    async def _load(self, room: str, r: _Room, *, first: bool) -> None:
+        started = time.monotonic()
+        records = await self._read_fresh(subjects.presence_room_filter(room))
+        if self.rooms.get(room) is not r:
+            return
+        now = time.monotonic()
+        seen: set[str] = set()
+        out: list[Transition] = []
+        for _, rec in records:
+            seen.add(rec.conn.conn)
+            out += self._apply(r, rec, now)
+        for cid, (_, alive, heard) in list(r.ver.items()):
+            if alive and cid not in seen and heard < started - GRACE:
+                # Gone from the stream: its leave record expired, or its node was purged.
+                del r.ver[cid]
+                out += self.state.apply_leave(room, cid)
+        if out and not first:
+            self._on_transitions(out)
+
+    async def _read_fresh(self, subject: str) -> list[tuple[int, _Record]]:
+        """Every record on ``subject``, from a read at least as new as the stream's leader was
+        when it began: a batch direct get may be answered by a replica a little behind, so
+        it is repeated (up to 3 times) until it holds the leader's newest record."""
+        for _ in range(3):
+            newest, records = await asyncio.gather(
+                self._backplane.leader_last(subjects.PRESENCE_STATE_STREAM, subject,
+                                            what="presence read"),
+                self._read_all(subject))
+            if newest == 0 or any(seq >= newest for seq, _ in records):
+                break
+        return records
+
+    async def _read_all(self, subject: str) -> list[tuple[int, _Record]]:
+        out: list[tuple[int, _Record]] = []
+        start = 1
+        while True:
+            page = await self._backplane.read_stored(subjects.PRESENCE_STATE_STREAM, subject,
+                                                     start, READ_PAGE, what="presence read")
+            for m in page:
+                try:
+                    out.append((m.seq, _dec_record.decode(m.body)))
+                except msgspec.DecodeError:
+                    log.warning("presence record at %d unreadable; skipped", m.seq)
+            if len(page) < READ_PAGE:
+                return out
+            start = page[-1].seq + 1
+
+    def _read_later(self, *rooms: str) -> None:
+        """Read these rooms again (in one task, a few at a time)."""
+        self._to_read.update(r for r in rooms if r in self.rooms)
+        if self._to_read and (self._reading is None or self._reading.done()):
+            self._reading = asyncio.get_running_loop().create_task(self._read_queued())
+            self._tasks.add(self._reading)
+            self._reading.add_done_callback(self._tasks.discard)
+
+    async def _read_queued(self) -> None:
+        sem = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def one(room: str) -> None:
+            async with sem:
+                r = self.rooms.get(room)
+                if r is None:
+                    return
+                try:
+                    await self._load(room, r, first=False)
+                except (BackplaneError, nats.errors.Error, TimeoutError) as exc:
+                    log.info("presence re-read of %s failed (%s); retried", room[:80], exc)
+                    asyncio.get_running_loop().call_later(1.0, self._read_later, room)
+
+        while self._to_read:
+            batch, self._to_read = self._to_read, set()
+            await asyncio.gather(*map(one, batch))
+
+    def resync_all(self) -> None:
+        """After our own NATS reconnect: write our entries again, read our rooms again."""
+        self._republish()
+        self._read_later(*self.rooms)
+
+    # -- other nodes -----------------------------------------------------------------
+
+    def _on_heartbeat(self, subject: bytes, headers: bytes | None, data: bytes) -> None:
+        hb = _dec_hb.decode(data)
+        if hb.origin == self.instance:
+            self._heard_own()
+            return
+        now = time.monotonic()
+        peer = self.peers.get(hb.origin)
+        if peer is None or peer.beat == 0:
+            self._check_scope(hb)
+            if self._dead.pop(hb.origin, None) is not None:
+                # Taken for dead (its records purged), but alive: it writes them again.
+                log.warning("presence: node %s is back; asking it for its entries", hb.node)
+                self._spawn(self._publish(subjects.presence_sync(hb.origin), b"republish"))
+            if peer is None:
+                self.peers[hb.origin] = _Peer(hb.node, now, hb.counter, hb.conns, hb.beat)
+                return
+        gap = peer.beat and hb.beat != peer.beat + 1
+        peer.node, peer.last_seen, peer.counter, peer.conns = hb.node, now, hb.counter, hb.conns
+        peer.beat = hb.beat
+        if gap:
+            # A heartbeat lost between us, so records may be too: read the rooms it is in.
+            rooms = {room for rooms in self.state._by_node.get(hb.origin, {}).values()
+                     for room in ((rooms,) if isinstance(rooms, str) else rooms)}
+            self._read_later(*rooms)
+
+    def _apply_snapshot(self, data: bytes) -> None:
+        snap = _dec_snap_small.decode(data)
+        if snap.origin != self.instance:
+            self.peers.setdefault(snap.origin, _Peer(snap.node, time.monotonic(), snap.counter,
+                                                     0))
+
+    async def _on_sync_request(self, msg) -> None:
+        if msg.data == b"republish":
+            self._republish()
+        if msg.reply:
+            await msg.respond(_enc.encode(_Snapshot(self.instance, self.node_id,
+                                                    self.state.counter, [])))
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        if self._cut_off_now(now):
+            return
+        for origin, peer in list(self.peers.items()):
+            if now - peer.last_seen <= self.config.timeout:
+                continue
+            del self.peers[origin]
+            self._dead[origin] = now
+            gone = self.state.snapshot_of(origin)
+            trans = self.state.purge_node(origin)
+            log.warning("node %s (%s) silent for %.1fs: removed %d connections here", peer.node,
+                        origin, now - peer.last_seen, len(gone))
+            first = min([self.instance, *self.peers]) == self.instance
+            self._spawn(self._clean_dead(origin, 0.0 if first else _tracker.SAFETY_NET_DELAY))
+            if trans:
+                self._on_transitions(trans)
+
+    async def _clean_dead(self, origin: str, delay: float) -> None:
+        """Store a dead node's ``node_down`` leaves (every room, followed here or not), then
+        purge its records. Every survivor computes the same events under the same ids."""
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            records = [r for _, r in await self._read_all(subjects.presence_node_filter(origin))
+                       if r.alive and r.conn.node == origin]
+            by_room: dict[str, list[Conn]] = {}
+            for rec in records:
+                by_room.setdefault(rec.conn.room, []).append(_conn(rec.conn))
+            for room, conns in by_room.items():
+                # Whether the user keeps a connection there (on a live node): the room's records.
+                others = {rec.conn.user for _, rec in
+                          await self._read_all(subjects.presence_room_filter(room))
+                          if rec.alive and rec.conn.node != origin
+                          and rec.conn.node not in self._dead}
+                self.events.add_fixed(room, [(c.conn, _event(Op.LEAVE, c, False,
+                                                             c.user not in others, "node_down"))
+                                             for c in conns], "down")
+            if records and not await self.events.flush(10.0):
+                log.warning("node_down events of %s not all stored yet; its records are kept "
+                            "for the safety net", origin)
+                return
+            await self.nc.request(
+                f"$JS.API.STREAM.PURGE.{subjects.PRESENCE_STATE_STREAM}",
+                json.dumps({"filter": subjects.presence_node_filter(origin)}).encode(),
+                timeout=5.0)
+        except (BackplaneError, nats.errors.Error, TimeoutError) as exc:
+            log.warning("presence clean-up of dead node %s failed: %s", origin, exc)
+        finally:
+            self.cleanups_done += 1
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if self.nc.is_connected:
+            late = [(c, p) for c, p in self._unacked.items() if now - p[4] > RESEND_AFTER]
+            for _, p in late:
+                p[4] = now
+            if late:
+                self._spawn(self._send([(p[1], p[2], p[3], self._ack_prefix + str(c))
+                                        for c, p in late]))
+        tombs = self._tombs
+        while tombs and now - tombs[0][0] > TOMBSTONE_TTL:
+            heard, room, cid = tombs.popleft()
+            r = self.rooms.get(room)
+            if r is not None and (v := r.ver.get(cid)) is not None and not v[1] and v[2] == heard:
+                del r.ver[cid]
+        for origin, when in list(self._dead.items()):
+            if now - when > DEAD_MEMORY:
+                del self._dead[origin]
+
+    def live_nodes(self) -> dict[str, dict]:
+        out = super().live_nodes()
+        for origin, p in self.peers.items():
+            out[origin]["connections"] = p.conns  # from its heartbeats: we hold only our rooms
+        return out
+
+    # -- admin questions (scatter-gather: no node holds every room) ------------------
+
+    async def _on_ask(self, msg) -> None:
+        if not msg.reply:
+            return
+        what = msg.subject[len(subjects.PRESENCE_ASK_PREFIX):]
+        body: dict = {"origin": self.instance}
+        if what == "rooms":
+            body["rooms"] = {room: [self.state.user_count(room), self.state.conn_count(room)]
+                             for room, r in self.rooms.items() if r.ready.done()}
+        elif what == "user":
+            user = json.loads(msg.data).get("user")
+            body["connections"] = [{"room": c.room, **c.meta()} for c in self.state.user(user)
+                                   if c.node == self.instance]
+        await msg.respond(_enc.encode(body))
+
+    async def ask(self, what: str, payload: bytes = b"") -> tuple[list[dict], int]:
+        """Every live node's answer (ours too): (answers, nodes that did not answer)."""
+        want = len(self.peers) + 1
+        answers: list[dict] = []
+        done = asyncio.get_running_loop().create_future()
+
+        async def collect(m) -> None:
+            answers.append(json.loads(m.data))
+            if len(answers) >= want and not done.done():
+                done.set_result(None)
+
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, cb=collect)
+        try:
+            await self.nc.publish(subjects.PRESENCE_ASK_PREFIX + what, payload, reply=inbox)
+            try:
+                await asyncio.wait_for(asyncio.shield(done), ASK_WAIT)
+            except TimeoutError:
+                pass
+        finally:
+            await unsubscribe_quietly(sub)
+        return answers, max(0, want - len(answers))
+
+    async def room_members(self, room: str) -> dict[str, list[dict]]:
+        """A room's members: from memory when followed here, else from the stream."""
+        r = self.rooms.get(room)
+        if r is not None and r.ready.done():
+            return self.state.members(room)
+        members: dict[str, list[dict]] = {}
+        for _, rec in await self._read_fresh(subjects.presence_room_filter(room)):
+            c = rec.conn
+            if rec.alive and c.node not in self._dead:
+                members.setdefault(c.user, []).append(_conn(c).meta())
+        return members
+
+
+class _SmallSnapshot(msgspec.Struct):
+    origin: str
+    node: str
+    counter: int
+
+
+_dec_snap_small = msgspec.json.Decoder(_SmallSnapshot)
