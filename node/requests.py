@@ -73,7 +73,8 @@ class SessionRequests:
                 presence.untrack(room, self.peer.conn_id)
             return None
         if presence is not None and (ready := presence.room_ready(room)) is not None:
-            # Room-scoped presence reads the room's other members at its first local join.
+            # Room-scoped presence reads the room's other members at its first local join (at
+            # most ROOM_READ_WAIT: a slower read sends them as presence frames when it ends).
             await asyncio.shield(ready)
         if stale:
             res.recovered = False

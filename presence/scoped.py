@@ -50,6 +50,9 @@ from roomcast.presence.tracker import (
 
 log = logging.getLogger("roomcast.presence")
 
+#: Seconds a join waits for its room's first read; a slower read sends what it finds to the
+#: room's members as presence frames.
+ROOM_READ_WAIT = 2.0
 #: Seconds after a room's first read that it is read once more.
 REFRESH_AFTER = 1.0
 #: An entry heard within this many seconds survives a read that does not have it yet.
@@ -77,6 +80,11 @@ class _Record(msgspec.Struct, array_like=True):
 
 
 _dec_record = msgspec.json.Decoder(_Record)
+
+
+def _release(ready: asyncio.Future) -> None:
+    if not ready.done():
+        ready.set_result(None)
 
 
 class _Room:
@@ -150,6 +158,7 @@ class ScopedTracker(PresenceTracker):
         if r is None:
             r = self.rooms[room] = _Room()
             self._spawn(self._open(room, r))
+            asyncio.get_running_loop().call_later(ROOM_READ_WAIT, _release, r.ready)
         if not self.state.has_conn(room, conn_id):
             r.local += 1
         super().track(room, conn_id, user, info)
@@ -246,13 +255,12 @@ class ScopedTracker(PresenceTracker):
                 await unsubscribe_quietly(sub)
                 return
             r.sub = sub
-            await self._load(room, r, first=True)
+            await self._load(room, r)
         except (BackplaneError, nats.errors.Error, TimeoutError) as exc:
             log.warning("presence of room %s not readable yet (%s); members on other nodes "
                         "appear when it is", room[:80], exc)
         finally:
-            if not r.ready.done():
-                r.ready.set_result(None)
+            _release(r.ready)
         asyncio.get_running_loop().call_later(REFRESH_AFTER, self._read_later, room)
 
     def _forget(self, room: str, r: _Room) -> None:
@@ -261,11 +269,12 @@ class ScopedTracker(PresenceTracker):
         if r.sub is not None:
             self.nc.undirect(r.sub)
             self._spawn(unsubscribe_quietly(r.sub))
-        if not r.ready.done():
-            r.ready.set_result(None)
+        _release(r.ready)
 
     def _on_record(self, subject: bytes, headers: bytes | None, data: bytes) -> None:
         rec = _dec_record.decode(data)
+        if rec.conn.node == self.instance:
+            return  # our own, back from NATS
         self.deltas_received += 1
         r = self.rooms.get(rec.conn.room)
         if r is None:
@@ -291,7 +300,9 @@ class ScopedTracker(PresenceTracker):
         self._tombs.append((now, c.room, c.conn))
         return self.state.apply_leave(c.room, c.conn)
 
-    async def _load(self, room: str, r: _Room, *, first: bool) -> None:
+    async def _load(self, room: str, r: _Room) -> None:
+        """Read the room and apply what the read has; changes become presence frames unless
+        the first joins are still waiting for this read (their ``joined`` lists them)."""
         started = time.monotonic()
         records = await self._read_fresh(subjects.presence_room_filter(room))
         if self.rooms.get(room) is not r:
@@ -307,7 +318,7 @@ class ScopedTracker(PresenceTracker):
                 # Gone from the stream: its leave record expired, or its node was purged.
                 del r.ver[cid]
                 out += self.state.apply_leave(room, cid)
-        if out and not first:
+        if out and r.ready.done():
             self._on_transitions(out)
 
     async def _read_fresh(self, subject: str) -> list[tuple[int, _Record]]:
@@ -318,7 +329,14 @@ class ScopedTracker(PresenceTracker):
             newest, records = await asyncio.gather(
                 self._backplane.leader_last(subjects.PRESENCE_STATE_STREAM, subject,
                                             what="presence read"),
-                self._read_all(subject))
+                self._read_all(subject), return_exceptions=True)
+            if isinstance(records, BaseException):
+                raise records
+            if isinstance(newest, BaseException):
+                # No leader right now (an election): the replica's read is what there is; the
+                # room's next read checks again.
+                log.debug("presence read without the leader's check: %s", newest)
+                break
             if newest == 0 or any(seq >= newest for seq, _ in records):
                 break
         return records
@@ -355,7 +373,7 @@ class ScopedTracker(PresenceTracker):
                 if r is None:
                     return
                 try:
-                    await self._load(room, r, first=False)
+                    await self._load(room, r)
                 except (BackplaneError, nats.errors.Error, TimeoutError) as exc:
                     log.info("presence re-read of %s failed (%s); retried", room[:80], exc)
                     asyncio.get_running_loop().call_later(1.0, self._read_later, room)
