@@ -1,6 +1,7 @@
 """Cluster-size model: what presence costs each node as the node count grows.
 
     python -m bench.clustersize [--nodes 2 4 6 8] [--per-node 250] [--churn 100 --duration 10]
+                                [--presence-scope cluster|rooms] [--spread S]
 
 For each node count K: K edge nodes on a 3-server JetStream cluster, plus one **observer**
 node that holds no client (what a node pays for the rest of the cluster). ``--per-node``
@@ -12,7 +13,12 @@ member leaves its room and joins it again). Measured:
   K × per-node connections held by a node that serves none of them, per connection;
 * presence delta messages and bytes per second that every node receives (a subscriber on
   ``roomcast.presence.delta`` sees what each node sees), and heartbeats;
-* CPU of the observer and of an edge node during the churn, per second.
+* CPU of the observer and of an edge node during the churn, per second;
+* from the nodes' /metrics: the presence entries the observer and an edge node hold, and the
+  presence changes from other nodes each received per second during the churn.
+
+``--spread S`` puts each room's 10 members on S consecutive nodes (default: all K, the worst
+case for ``--presence-scope rooms``, where a node follows every room it has a member in).
 
 docs/performance.md extrapolates these to 100 nodes and 1,000,000 connections.
 """
@@ -21,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import time
+import urllib.request
 
 import nats
 
@@ -46,8 +54,22 @@ async def request(m: Member, p, frame: bytes) -> None:
     await asyncio.wait_for(m.waiter, 30)
 
 
-async def run(k: int, per_node: int, churn: float, duration: float) -> dict:
-    with Cluster(nodes=k + 1, nats=3) as cluster:
+def presence_metrics(node) -> tuple[float, float]:
+    """(entries held, changes from other nodes received so far) from a node's /metrics."""
+    with urllib.request.urlopen(f"{node.internal}/metrics", timeout=5) as r:
+        text = r.read().decode()
+
+    def value(name: str) -> float:
+        m = re.search(rf"^{name} (\S+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    return value("roomcast_presence_entries"), value("roomcast_presence_remote_changes_total")
+
+
+async def run(k: int, per_node: int, churn: float, duration: float, scope: str = "cluster",
+              spread: int | None = None) -> dict:
+    spread = min(spread or k, k)
+    with Cluster(nodes=k + 1, nats=3, env={"ROOMCAST_PRESENCE_SCOPE": scope}) as cluster:
         observer, edges = cluster.node_procs[0], cluster.node_procs[1:]
         nc = await nats.connect(cluster.nats_cluster.urls)
         counts = {"delta": [0, 0], "hb": [0, 0]}
@@ -60,6 +82,7 @@ async def run(k: int, per_node: int, churn: float, duration: float) -> dict:
 
         await nc.subscribe(subjects.PRESENCE_DELTA + ".>", cb=counter("delta"))
         await nc.subscribe(subjects.PRESENCE_DELTA, cb=counter("delta"))
+        await nc.subscribe(subjects.PRESENCE_STATE_PREFIX + ">", cb=counter("delta"))
         await nc.subscribe(subjects.PRESENCE_HEARTBEAT + ".>", cb=counter("hb"))
         await nc.subscribe(subjects.PRESENCE_HEARTBEAT, cb=counter("hb"))
         await asyncio.sleep(2.0)
@@ -69,7 +92,9 @@ async def run(k: int, per_node: int, churn: float, duration: float) -> dict:
         members = []
         for i in range(n):
             m = Member()
-            p = await connect("127.0.0.1", edges[i % k].port, paths[i], m.on_frame)
+            # Room i // 10; its members on `spread` consecutive nodes from the room's own.
+            node = edges[(i // 10 + (i % 10) % spread) % k]
+            p = await connect("127.0.0.1", node.port, paths[i], m.on_frame)
             members.append((m, p, b"size.%d" % (i // 10)))
         await asyncio.gather(*(request(m, p, b'{"type":"join","room":"%s"}' % room)
                                for m, p, room in members))
@@ -78,6 +103,8 @@ async def run(k: int, per_node: int, churn: float, duration: float) -> dict:
         for c in counts.values():
             c[0] = c[1] = 0
         cpu_obs0, cpu_edge0 = cpu_seconds(observer.proc.pid), cpu_seconds(edges[0].proc.pid)
+        (obs_entries, obs_heard0), (edge_entries, edge_heard0) = (
+            presence_metrics(observer), presence_metrics(edges[0]))
         t0 = time.monotonic()
         ops, i = 0, 0
         while churn > 0 and time.monotonic() - t0 < duration:
@@ -92,8 +119,12 @@ async def run(k: int, per_node: int, churn: float, duration: float) -> dict:
         if churn <= 0:  # the idle cost: heartbeats, sweeps, probes
             await asyncio.sleep(duration)
         elapsed = time.monotonic() - t0
+        obs_heard, edge_heard = presence_metrics(observer)[1], presence_metrics(edges[0])[1]
         await asyncio.sleep(0.5)
         result = {
+            "obs_entries": obs_entries, "edge_entries": edge_entries,
+            "obs_heard_s": (obs_heard - obs_heard0) / elapsed,
+            "edge_heard_s": (edge_heard - edge_heard0) / elapsed,
             "k": k, "connections": n,
             "obs_kib_per_conn": (rss1 - rss0) / 1024 / n,
             "ops_s": ops / elapsed,
@@ -115,20 +146,27 @@ def main() -> None:
     ap.add_argument("--per-node", type=int, default=250)
     ap.add_argument("--churn", type=float, default=100.0, help="joins+leaves per second, total")
     ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--presence-scope", choices=["cluster", "rooms"], default="cluster")
+    ap.add_argument("--spread", type=int, default=None,
+                    help="nodes each room's members are on (default: all)")
     args = ap.parse_args()
     import uvloop
 
     print(f"# cluster size: K edge nodes + 1 observer, 3 NATS servers, {args.per_node} distinct "
-          f"users per edge node, {args.churn:g} joins+leaves/s; {machine()}")
+          f"users per edge node, {args.churn:g} joins+leaves/s, --presence-scope "
+          f"{args.presence_scope}, rooms on {args.spread or 'all'} nodes; {machine()}")
     print("| K nodes | connections | observer KiB per cluster connection | joins+leaves/s "
-          "| delta msgs/s | delta KiB/s | heartbeats/s | observer CPU % | edge node CPU % |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| presence msgs/s (all) | KiB/s | heartbeats/s | entries held: observer / edge "
+          "| changes received/s: observer / edge | observer CPU % | edge node CPU % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for k in args.nodes:
-        r = uvloop.run(run(k, args.per_node, args.churn, args.duration))
+        r = uvloop.run(run(k, args.per_node, args.churn, args.duration, args.presence_scope,
+                           args.spread))
         print(f"| {r['k']} | {r['connections']} | {r['obs_kib_per_conn']:.2f} | "
               f"{r['ops_s']:.0f} | {r['delta_msgs_s']:.0f} | {r['delta_kib_s']:.1f} | "
-              f"{r['hb_msgs_s']:.1f} | {r['obs_cpu_pct']:.1f} | {r['edge_cpu_pct']:.1f} |",
-              flush=True)
+              f"{r['hb_msgs_s']:.1f} | {r['obs_entries']:.0f} / {r['edge_entries']:.0f} | "
+              f"{r['obs_heard_s']:.0f} / {r['edge_heard_s']:.0f} | "
+              f"{r['obs_cpu_pct']:.1f} | {r['edge_cpu_pct']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
