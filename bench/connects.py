@@ -1,6 +1,6 @@
 """Connect rate: new authenticated connections per second, each joining one shared room.
 
-    python -m bench.connects [--users 5000] [--nodes 2] [--systems roomcast nopresence relay]
+    python -m bench.connects [--users 5000] [--nodes 2] [--systems roomcast nopresence scoped relay]
 
 Each system gets a fresh 3-server NATS cluster and ``--nodes`` edge processes; ``--users``
 distinct users then connect (``--concurrency`` upgrades in flight, spread over the nodes),
@@ -13,6 +13,7 @@ per connect.
 * ``roomcast``: the edge node as shipped (JWT at the upgrade, presence on: the room's members
   are told of the newcomers, ``docs/protocol.md`` §4.10);
 * ``nopresence``: the same with ``--presence false``;
+* ``scoped``: the same with ``--presence-scope rooms`` (docs/presence.md);
 * ``relay``: a plain websockets + NATS relay on uvloop (no auth, no presence, no storage): a
   ``join`` subscribes the room's subject once per process and answers ``joined``. The floor any
   Python edge pays for an upgrade, a frame each way and a NATS subscription.
@@ -126,10 +127,12 @@ async def connect_all(ports: list[int], paths: list[str], concurrency: int,
     return {"joined": joined, "elapsed": elapsed, "frames": frames, "cpu_at_joined": at_joined}
 
 
-def run_roomcast(args, presence: bool) -> dict:
+def run_roomcast(args, system: str) -> dict:
     env = {"ROOMCAST_MAX_CONNECTIONS": str(args.users * 2)}
-    if not presence:
+    if system == "nopresence":
         env["ROOMCAST_PRESENCE"] = "false"
+    if system == "scoped":
+        env["ROOMCAST_PRESENCE_SCOPE"] = "rooms"
     with Cluster(nodes=args.nodes, nats=3, env=env) as cluster:
         paths = cluster.paths("u", args.users)
         cpu0 = cluster.node_cpu()
@@ -187,7 +190,7 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=100, help="upgrades in flight")
     ap.add_argument("--systems", nargs="+", default=["roomcast", "nopresence", "relay"],
-                    choices=["roomcast", "nopresence", "relay"])
+                    choices=["roomcast", "nopresence", "scoped", "relay"])
     args = ap.parse_args()
     if args.serve_relay:
         import uvloop
@@ -200,7 +203,7 @@ def main() -> None:
           "| frames received per connect |")
     print("|---|---|---|---|---|---|")
     for system in args.systems:
-        out = run_relay(args) if system == "relay" else run_roomcast(args, system == "roomcast")
+        out = run_relay(args) if system == "relay" else run_roomcast(args, system)
         rate = out["joined"] / out["elapsed"]
         print(f"| {system} | {out['joined']} | {rate:,.0f} | "
               f"{out['cpu'] / max(1, out['joined']) * 1e6:,.0f} µs | "

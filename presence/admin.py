@@ -8,6 +8,7 @@ or the ``PRESENCE_STATE`` stream, and ``rooms`` and ``user`` ask every live node
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -69,7 +70,7 @@ async def answer_scoped(tracker, subject: str, payload: bytes) -> dict:
         return {**base, "room": room, "users": len(members),
                 "connections": sum(len(v) for v in members.values()), "members": members}
     if rest == "rooms":
-        answers, missing = await tracker.ask("rooms")
+        answers, missing = await gather(tracker, "rooms")
         rooms: dict[str, dict] = {}
         for a in answers:
             for room, (users, conns) in a.get("rooms", {}).items():
@@ -85,7 +86,7 @@ async def answer_scoped(tracker, subject: str, payload: bytes) -> dict:
                          else _user_from(payload))
         if problem or not user:
             return answer(tracker, subject, payload)  # the same errors as the full map's
-        answers, missing = await tracker.ask("user", _enc.encode({"user": user}))
+        answers, missing = await gather(tracker, "user", _enc.encode({"user": user}))
         conns = [c for a in answers for c in a.get("connections", [])]
         out = {**base, "user": user,
                "connections": sorted(conns, key=lambda c: (c["room"], c["conn"]))}
@@ -93,6 +94,54 @@ async def answer_scoped(tracker, subject: str, payload: bytes) -> dict:
             out["nodes_not_answering"] = missing
         return out
     return answer(tracker, subject, payload)
+
+
+#: Seconds a scatter-gather waits for every live node.
+ASK_WAIT = 2.0
+
+
+async def answer_ask(tracker, msg) -> None:
+    """One node's part of a scatter-gather (room-scoped presence): the rooms it follows with
+    their counts, or the connections of a user that it holds."""
+    if not msg.reply:
+        return
+    what = msg.subject[len(subjects.PRESENCE_ASK_PREFIX):]
+    state = tracker.state
+    body: dict = {"origin": tracker.instance}
+    if what == "rooms":
+        body["rooms"] = {room: [state.user_count(room), state.conn_count(room)]
+                         for room in tracker.followed()}
+    elif what == "user":
+        user, _ = _user_from(msg.data)
+        body["connections"] = [{"room": c.room, **c.meta()} for c in state.user(user or "")
+                               if c.node == tracker.instance]
+    await msg.respond(_enc.encode(body))
+
+
+async def gather(tracker, what: str, payload: bytes = b"") -> tuple[list[dict], int]:
+    """Every live node's answer (ours too) to ``roomcast.presence.ask.<what>``: (answers, how
+    many nodes did not answer within ``ASK_WAIT``)."""
+    want = len(tracker.peers) + 1
+    answers: list[dict] = []
+    done = asyncio.get_running_loop().create_future()
+
+    async def collect(m: Msg) -> None:
+        answers.append(json.loads(m.data))
+        if len(answers) >= want and not done.done():
+            done.set_result(None)
+
+    nc = tracker.nc
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=collect)
+    try:
+        await nc.publish(subjects.PRESENCE_ASK_PREFIX + what, payload, reply=inbox)
+        try:
+            await asyncio.wait_for(asyncio.shield(done), ASK_WAIT)
+        except TimeoutError:
+            pass
+    finally:
+        await unsubscribe_quietly(sub)
+    return answers, max(0, want - len(answers))
 
 
 class _UserRequest(msgspec.Struct):

@@ -32,54 +32,50 @@ import msgspec
 import nats.errors
 
 from roomcast.backplane import subjects
-from roomcast.backplane.natsclient import decode_ack, unsubscribe_quietly
+from roomcast.backplane.natsclient import unsubscribe_quietly
 from roomcast.errors import BackplaneError
+from roomcast.presence import admin, writer
 from roomcast.presence import tracker as _tracker
+from roomcast.presence.records import RoomRecords
 from roomcast.presence.state import Conn, Op, Transition
-from roomcast.presence.tracker import (
-    PresenceTracker,
-    _Conn,
-    _conn,
-    _dec_hb,
-    _enc,
-    _event,
-    _Peer,
-    _Snapshot,
-    _wire,
+from roomcast.presence.tracker import PresenceTracker
+from roomcast.presence.wire import (
+    Peer,
+    Record,
+    Snapshot,
+    dec_hb,
+    dec_peer,
+    dec_record,
+    enc,
+    event_bytes,
+    from_wire,
+    to_wire,
 )
+from roomcast.presence.writer import RecordWriter
 
 log = logging.getLogger("roomcast.presence")
 
 #: Seconds a join waits for its room's first read; a slower read sends what it finds to the
 #: room's members as presence frames.
 ROOM_READ_WAIT = 2.0
+#: Every room a node follows is read again at least this often (seconds): a record lost
+#: between NATS servers without a lost heartbeat is repaired within it. The reads are spread
+#: over the period.
+REREAD_EVERY = 30.0
 #: Seconds after a room's first read that it is read once more.
 REFRESH_AFTER = 1.0
 #: An entry heard within this many seconds survives a read that does not have it yet.
 GRACE = 2.0
-#: Seconds a leave record stays in the stream (and in memory, to order late records).
-TOMBSTONE_TTL = 60.0
+#: Seconds a leave stays in memory, to order late records (as long as in the stream).
+TOMBSTONE_TTL = writer.TOMBSTONE_TTL
 #: Seconds a dead node's records are ignored after it was declared dead.
 DEAD_MEMORY = 120.0
-#: Seconds after which a record JetStream has not acknowledged is sent again.
-RESEND_AFTER = 3.0
 #: Records per batch direct get.
 READ_PAGE = 256
 #: Rooms read at once when many are (after a reconnect).
 READ_CONCURRENCY = 8
-#: Seconds an admin scatter-gather waits for every live node.
-ASK_WAIT = 2.0
 
 
-class _Record(msgspec.Struct, array_like=True):
-    """One entry as stored and sent: the origin's counter, alive (join) or not (leave)."""
-
-    counter: int
-    alive: bool
-    conn: _Conn
-
-
-_dec_record = msgspec.json.Decoder(_Record)
 
 
 def _release(ready: asyncio.Future) -> None:
@@ -88,14 +84,14 @@ def _release(ready: asyncio.Future) -> None:
 
 
 class _Room:
-    __slots__ = ("ready", "sub", "local", "ver")
+    __slots__ = ("ready", "sub", "local", "records", "read_at")
 
     def __init__(self) -> None:
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self.sub = None
         self.local = 0  # local connections in the room
-        #: conn id -> (counter, alive, when heard): the newest record of every remote entry
-        self.ver: dict[str, tuple[int, bool, float]] = {}
+        self.records = RoomRecords()  # the newest record of every remote entry
+        self.read_at = time.monotonic()  # when its last read began
 
 
 class ScopedTracker(PresenceTracker):
@@ -107,23 +103,17 @@ class ScopedTracker(PresenceTracker):
         self.rooms: dict[str, _Room] = {}
         self._dead: dict[str, float] = {}  # origin -> when declared dead
         self._tombs: collections.deque[tuple[float, str, str]] = collections.deque()
-        # counter -> [key, subject, payload, headers, sent at]: records not yet acknowledged
-        self._unacked: dict[int, list] = {}
-        self._latest: dict[tuple[str, str], int] = {}  # (room, conn) -> newest counter sent
-        self._ack_prefix = ""
+        self.writer = RecordWriter(nc, self.instance)
         self._reading: asyncio.Task | None = None
         self._to_read: set[str] = set()
         self._republished = 0.0
-        self._all_acked = asyncio.Event()
         self.cleanups_done = 0  # dead nodes cleaned up (or given up on) by this node
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
         nc = self.nc
-        self._ack_prefix = nc.new_inbox() + "."
-        acks = await nc.subscribe(self._ack_prefix + "*")
-        nc.direct(acks, self._on_ack)
+        acks = await self.writer.start()
         beats = await nc.subscribe(subjects.PRESENCE_HEARTBEAT)
         nc.direct(beats, self._on_heartbeat)
         self._subs = [
@@ -139,12 +129,9 @@ class ScopedTracker(PresenceTracker):
 
     async def close(self, flush_seconds: float = 5.0) -> None:
         end = time.monotonic() + flush_seconds
-        if self._unacked and self.nc.is_connected:  # the leaves of a drained node's connections
-            self._all_acked.clear()
-            try:
-                await asyncio.wait_for(self._all_acked.wait(), flush_seconds)
-            except TimeoutError:
-                log.warning("presence: %d records unacknowledged at shutdown", len(self._unacked))
+        # The leaves of a drained node's connections.
+        if self.nc.is_connected and not await self.writer.wait_acked(flush_seconds):
+            log.warning("presence: %d records unacknowledged at shutdown", self.writer.pending)
         for r in self.rooms.values():
             if r.sub is not None:
                 self.nc.undirect(r.sub)
@@ -194,43 +181,10 @@ class ScopedTracker(PresenceTracker):
         """This batch's records, each on its own subject, then its evictions."""
         steps, self._outbox = self._outbox, []
         evictions, self._evictions = self._evictions, []
-        sends = [self._record(s.counter, s.op == Op.JOIN.value, s.conn) for s in steps]
-        sends += [(subject, conn, None, None) for subject, conn in evictions]
+        sends = [self.writer.record(s.counter, s.op == Op.JOIN.value, s.conn) for s in steps]
+        sends += [(subject, conn, None, "") for subject, conn in evictions]
         if sends:
-            self._spawn(self._send(sends))
-
-    def _record(self, counter: int, alive: bool, c: _Conn) -> tuple:
-        subject = subjects.presence_entry(self.instance, c.conn, c.room)
-        payload = _enc.encode(_Record(counter, alive, c))
-        headers = None if alive else {"Nats-TTL": f"{int(TOMBSTONE_TTL)}s"}
-        key = (c.room, c.conn)
-        old = self._latest.get(key)
-        if old is not None:
-            self._unacked.pop(old, None)  # superseded: only the newest record matters
-        self._latest[key] = counter
-        self._unacked[counter] = [key, subject, payload, headers, time.monotonic()]
-        return subject, payload, headers, self._ack_prefix + str(counter)
-
-    async def _send(self, sends: list[tuple]) -> None:
-        try:
-            for subject, payload, headers, reply in sends:
-                await self.nc.publish(subject, payload, reply=reply or "", headers=headers)
-        except nats.errors.Error as exc:  # resent (records) once NATS is back
-            log.debug("presence record not sent: %s", exc)
-
-    def _on_ack(self, subject: bytes, headers: bytes | None, data: bytes) -> None:
-        if not data:
-            return  # a status (no responders): resent later
-        counter = int(subject[len(self._ack_prefix):])
-        ack = decode_ack(data)
-        if ack.error is not None:
-            log.warning("presence record refused by JetStream: %s", ack.error.description)
-            return
-        pending = self._unacked.pop(counter, None)
-        if pending is not None and self._latest.get(pending[0]) == counter:
-            del self._latest[pending[0]]
-        if not self._unacked:
-            self._all_acked.set()
+            self._spawn(self.writer.send(sends))
 
     def _republish(self) -> None:
         """Write every local entry again (a full NATS outage, a purge by a node that took us
@@ -239,10 +193,10 @@ class ScopedTracker(PresenceTracker):
         if now - self._republished < 1.0:
             return
         self._republished = now
-        sends = [self._record(self.state.next_counter(), True, _wire(c))
+        sends = [self.writer.record(self.state.next_counter(), True, to_wire(c))
                  for c in self.state.snapshot_of(self.instance)]
         if sends:
-            self._spawn(self._send(sends))
+            self._spawn(self.writer.send(sends))
 
     # -- the rooms this node follows -------------------------------------------------
 
@@ -272,7 +226,7 @@ class ScopedTracker(PresenceTracker):
         _release(r.ready)
 
     def _on_record(self, subject: bytes, headers: bytes | None, data: bytes) -> None:
-        rec = _dec_record.decode(data)
+        rec = dec_record.decode(data)
         if rec.conn.node == self.instance:
             return  # our own, back from NATS
         self.deltas_received += 1
@@ -283,27 +237,25 @@ class ScopedTracker(PresenceTracker):
         if trans and r.ready.done():
             self._on_transitions(trans)
 
-    def _apply(self, r: _Room, rec: _Record, now: float) -> list[Transition]:
+    def _apply(self, r: _Room, rec: Record, now: float) -> list[Transition]:
         c = rec.conn
         origin = c.node
         if origin == self.instance or origin in self._dead:
             return []
-        known = r.ver.get(c.conn)
-        if known is not None and known[0] >= rec.counter:
+        if not r.records.offer(c.conn, rec.counter, rec.alive, now):
             return []  # older than what we have
-        r.ver[c.conn] = (rec.counter, rec.alive, now)
         if origin not in self.peers:
             # Not heard yet: it gets a timeout like any node, and is dead if it stays silent.
-            self.peers[origin] = _Peer(origin.rpartition(".")[0], now, 0, 0)
+            self.peers[origin] = Peer(origin.rpartition(".")[0], now, 0, 0)
         if rec.alive:
-            return self.state.apply_join(_conn(c))
+            return self.state.apply_join(from_wire(c))
         self._tombs.append((now, c.room, c.conn))
         return self.state.apply_leave(c.room, c.conn)
 
     async def _load(self, room: str, r: _Room) -> None:
         """Read the room and apply what the read has; changes become presence frames unless
         the first joins are still waiting for this read (their ``joined`` lists them)."""
-        started = time.monotonic()
+        started = r.read_at = time.monotonic()
         records = await self._read_fresh(subjects.presence_room_filter(room))
         if self.rooms.get(room) is not r:
             return
@@ -313,15 +265,12 @@ class ScopedTracker(PresenceTracker):
         for _, rec in records:
             seen.add(rec.conn.conn)
             out += self._apply(r, rec, now)
-        for cid, (_, alive, heard) in list(r.ver.items()):
-            if alive and cid not in seen and heard < started - GRACE:
-                # Gone from the stream: its leave record expired, or its node was purged.
-                del r.ver[cid]
-                out += self.state.apply_leave(room, cid)
+        for cid in r.records.gone_after_read(seen, started, GRACE):
+            out += self.state.apply_leave(room, cid)
         if out and r.ready.done():
             self._on_transitions(out)
 
-    async def _read_fresh(self, subject: str) -> list[tuple[int, _Record]]:
+    async def _read_fresh(self, subject: str) -> list[tuple[int, Record]]:
         """Every record on ``subject``, from a read at least as new as the stream's leader was
         when it began: a batch direct get may be answered by a replica a little behind, so
         it is repeated (up to 3 times) until it holds the leader's newest record."""
@@ -341,15 +290,15 @@ class ScopedTracker(PresenceTracker):
                 break
         return records
 
-    async def _read_all(self, subject: str) -> list[tuple[int, _Record]]:
-        out: list[tuple[int, _Record]] = []
+    async def _read_all(self, subject: str) -> list[tuple[int, Record]]:
+        out: list[tuple[int, Record]] = []
         start = 1
         while True:
             page = await self._backplane.read_stored(subjects.PRESENCE_STATE_STREAM, subject,
                                                      start, READ_PAGE, what="presence read")
             for m in page:
                 try:
-                    out.append((m.seq, _dec_record.decode(m.body)))
+                    out.append((m.seq, dec_record.decode(m.body)))
                 except msgspec.DecodeError:
                     log.warning("presence record at %d unreadable; skipped", m.seq)
             if len(page) < READ_PAGE:
@@ -390,7 +339,7 @@ class ScopedTracker(PresenceTracker):
     # -- other nodes -----------------------------------------------------------------
 
     def _on_heartbeat(self, subject: bytes, headers: bytes | None, data: bytes) -> None:
-        hb = _dec_hb.decode(data)
+        hb = dec_hb.decode(data)
         if hb.origin == self.instance:
             self._heard_own()
             return
@@ -403,7 +352,7 @@ class ScopedTracker(PresenceTracker):
                 log.warning("presence: node %s is back; asking it for its entries", hb.node)
                 self._spawn(self._publish(subjects.presence_sync(hb.origin), b"republish"))
             if peer is None:
-                self.peers[hb.origin] = _Peer(hb.node, now, hb.counter, hb.conns, hb.beat)
+                self.peers[hb.origin] = Peer(hb.node, now, hb.counter, hb.conns, hb.beat)
                 return
         gap = peer.beat and hb.beat != peer.beat + 1
         peer.node, peer.last_seen, peer.counter, peer.conns = hb.node, now, hb.counter, hb.conns
@@ -415,16 +364,16 @@ class ScopedTracker(PresenceTracker):
             self._read_later(*rooms)
 
     def _apply_snapshot(self, data: bytes) -> None:
-        snap = _dec_snap_small.decode(data)
+        snap = dec_peer.decode(data)
         if snap.origin != self.instance:
-            self.peers.setdefault(snap.origin, _Peer(snap.node, time.monotonic(), snap.counter,
+            self.peers.setdefault(snap.origin, Peer(snap.node, time.monotonic(), snap.counter,
                                                      0))
 
     async def _on_sync_request(self, msg) -> None:
         if msg.data == b"republish":
             self._republish()
         if msg.reply:
-            await msg.respond(_enc.encode(_Snapshot(self.instance, self.node_id,
+            await msg.respond(enc.encode(Snapshot(self.instance, self.node_id,
                                                     self.state.counter, [])))
 
     def _reap(self) -> None:
@@ -455,14 +404,14 @@ class ScopedTracker(PresenceTracker):
                        if r.alive and r.conn.node == origin]
             by_room: dict[str, list[Conn]] = {}
             for rec in records:
-                by_room.setdefault(rec.conn.room, []).append(_conn(rec.conn))
+                by_room.setdefault(rec.conn.room, []).append(from_wire(rec.conn))
             for room, conns in by_room.items():
                 # Whether the user keeps a connection there (on a live node): the room's records.
                 others = {rec.conn.user for _, rec in
                           await self._read_all(subjects.presence_room_filter(room))
                           if rec.alive and rec.conn.node != origin
                           and rec.conn.node not in self._dead}
-                self.events.add_fixed(room, [(c.conn, _event(Op.LEAVE, c, False,
+                self.events.add_fixed(room, [(c.conn, event_bytes(Op.LEAVE, c, False,
                                                              c.user not in others, "node_down"))
                                              for c in conns], "down")
             if records and not await self.events.flush(10.0):
@@ -480,19 +429,20 @@ class ScopedTracker(PresenceTracker):
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
-        if self.nc.is_connected:
-            late = [(c, p) for c, p in self._unacked.items() if now - p[4] > RESEND_AFTER]
-            for _, p in late:
-                p[4] = now
-            if late:
-                self._spawn(self._send([(p[1], p[2], p[3], self._ack_prefix + str(c))
-                                        for c, p in late]))
+        if self.nc.is_connected and (late := self.writer.late(now)):
+            self._spawn(self.writer.send(late))
+        if self.nc.is_connected and self.rooms:
+            # The rooms read longest ago, a share of them per heartbeat.
+            share = max(1, int(len(self.rooms) * self.config.heartbeat_interval / REREAD_EVERY))
+            due = [room for room, r in self.rooms.items() if now - r.read_at > REREAD_EVERY]
+            if due:
+                self._read_later(*sorted(due, key=lambda room: self.rooms[room].read_at)[:share])
         tombs = self._tombs
         while tombs and now - tombs[0][0] > TOMBSTONE_TTL:
             heard, room, cid = tombs.popleft()
             r = self.rooms.get(room)
-            if r is not None and (v := r.ver.get(cid)) is not None and not v[1] and v[2] == heard:
-                del r.ver[cid]
+            if r is not None:
+                r.records.expire(cid, heard)
         for origin, when in list(self._dead.items()):
             if now - when > DEAD_MEMORY:
                 del self._dead[origin]
@@ -506,41 +456,11 @@ class ScopedTracker(PresenceTracker):
     # -- admin questions (scatter-gather: no node holds every room) ------------------
 
     async def _on_ask(self, msg) -> None:
-        if not msg.reply:
-            return
-        what = msg.subject[len(subjects.PRESENCE_ASK_PREFIX):]
-        body: dict = {"origin": self.instance}
-        if what == "rooms":
-            body["rooms"] = {room: [self.state.user_count(room), self.state.conn_count(room)]
-                             for room, r in self.rooms.items() if r.ready.done()}
-        elif what == "user":
-            user = json.loads(msg.data).get("user")
-            body["connections"] = [{"room": c.room, **c.meta()} for c in self.state.user(user)
-                                   if c.node == self.instance]
-        await msg.respond(_enc.encode(body))
+        await admin.answer_ask(self, msg)
 
-    async def ask(self, what: str, payload: bytes = b"") -> tuple[list[dict], int]:
-        """Every live node's answer (ours too): (answers, nodes that did not answer)."""
-        want = len(self.peers) + 1
-        answers: list[dict] = []
-        done = asyncio.get_running_loop().create_future()
-
-        async def collect(m) -> None:
-            answers.append(json.loads(m.data))
-            if len(answers) >= want and not done.done():
-                done.set_result(None)
-
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox, cb=collect)
-        try:
-            await self.nc.publish(subjects.PRESENCE_ASK_PREFIX + what, payload, reply=inbox)
-            try:
-                await asyncio.wait_for(asyncio.shield(done), ASK_WAIT)
-            except TimeoutError:
-                pass
-        finally:
-            await unsubscribe_quietly(sub)
-        return answers, max(0, want - len(answers))
+    def followed(self) -> list[str]:
+        """The rooms this node follows (and has read)."""
+        return [room for room, r in self.rooms.items() if r.ready.done()]
 
     async def room_members(self, room: str) -> dict[str, list[dict]]:
         """A room's members: from memory when followed here, else from the stream."""
@@ -551,14 +471,5 @@ class ScopedTracker(PresenceTracker):
         for _, rec in await self._read_fresh(subjects.presence_room_filter(room)):
             c = rec.conn
             if rec.alive and c.node not in self._dead:
-                members.setdefault(c.user, []).append(_conn(c).meta())
+                members.setdefault(c.user, []).append(from_wire(c).meta())
         return members
-
-
-class _SmallSnapshot(msgspec.Struct):
-    origin: str
-    node: str
-    counter: int
-
-
-_dec_snap_small = msgspec.json.Decoder(_SmallSnapshot)

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 
@@ -28,6 +25,21 @@ from roomcast.backplane import subjects
 from roomcast.errors import ConfigError
 from roomcast.presence.eventlog import EventLog
 from roomcast.presence.state import Conn, Delta, Op, PresenceState, Transition
+from roomcast.presence.wire import (
+    Deltas,
+    Heartbeat,
+    OneDelta,
+    Peer,
+    Snapshot,
+    Step,
+    dec_delta,
+    dec_hb,
+    dec_snap,
+    enc,
+    event_bytes,
+    from_wire,
+    to_wire,
+)
 
 log = logging.getLogger("roomcast.presence")
 
@@ -85,111 +97,6 @@ class PresenceConfig:
             raise ConfigError("presence_list_max", "must be >= 0")
 
 
-class _Conn(msgspec.Struct, array_like=True):
-    room: str
-    conn: str
-    user: str
-    node: str
-    joined_at: int
-    info: dict[str, Any] = {}
-
-
-class _Delta(msgspec.Struct):
-    origin: str
-    counter: int
-    op: str
-    conn: _Conn
-
-
-class _Step(msgspec.Struct, array_like=True):
-    counter: int
-    op: str
-    conn: _Conn
-
-
-class _Deltas(msgspec.Struct):
-    """The deltas of one ``DELTA_BATCH``, in counter order: one NATS message."""
-
-    origin: str
-    deltas: list[_Step]
-
-
-class _DeltaWire(msgspec.Struct):
-    """Decodes both forms: one delta (every version) or a batch (since 2026-11-21)."""
-
-    origin: str
-    counter: int = 0
-    op: str = ""
-    conn: _Conn | None = None
-    deltas: list[_Step] | None = None
-
-
-class _Snapshot(msgspec.Struct):
-    origin: str
-    node: str
-    counter: int
-    conns: list[_Conn]
-
-
-class _Heartbeat(msgspec.Struct):
-    origin: str
-    node: str
-    counter: int
-    conns: int
-    beat: int = 0  # consecutive per node (room-scoped presence reads a gap as a loss)
-    scope: str = "cluster"
-
-
-class BackendEvent(msgspec.Struct):
-    """A stored presence event (``docs/presence.md``)."""
-
-    type: str  # "join" | "leave"
-    room: str
-    user: str
-    conn: str
-    node: str
-    ts: int
-    first: bool  # the user's first connection in the room (user-level join)
-    last: bool  # the user's last connection left the room (user-level leave)
-    reason: str = "client"  # "client" or "node_down"
-    info: dict[str, Any] = {}
-
-
-_enc = msgspec.json.Encoder()
-_dec_delta = msgspec.json.Decoder(_DeltaWire)
-_dec_snap = msgspec.json.Decoder(_Snapshot)
-_dec_hb = msgspec.json.Decoder(_Heartbeat)
-
-
-def _event(op: Op, c: Conn, first: bool, last: bool, reason: str) -> bytes:
-    return _enc.encode(BackendEvent(op.value, c.room, c.user, c.conn, c.node,
-                                    int(time.time() * 1000), first, last, reason, c.info))
-
-
-def _wire(c: Conn) -> _Conn:
-    return _Conn(c.room, c.conn, c.user, c.node, c.joined_at, c.info)
-
-
-_NO_INFO: dict = {}  # shared by every entry without info (never mutated)
-
-
-def _conn(w: _Conn) -> Conn:
-    """An entry from the wire. Every node holds one per connection in the cluster, so the
-    strings many entries share (room, node) are interned and an empty ``info`` is one dict:
-    ~170 bytes less per entry (bench.clustersize)."""
-    return Conn(sys.intern(w.room), w.conn, w.user, sys.intern(w.node), w.joined_at,
-                w.info or _NO_INFO)
-
-
-@dataclass
-class _Peer:
-    node: str
-    last_seen: float
-    counter: int
-    conns: int
-    beat: int = 0
-
-
 class PresenceTracker:
     #: Whether this tracker keeps only the rooms with local members (presence/scoped.py).
     scoped = False
@@ -204,12 +111,12 @@ class PresenceTracker:
         self.config = config
         self.replicas = replicas
         self.state = PresenceState(instance)
-        self.peers: dict[str, _Peer] = {}
+        self.peers: dict[str, Peer] = {}
         self._on_transitions = on_transitions
         self._close_conn = close_conn
         self._subs: list = []
         self._syncing: set[str] = set()
-        self._outbox: list[_Step] = []  # deltas of this DELTA_BATCH, sent together
+        self._outbox: list[Step] = []  # deltas of this DELTA_BATCH, sent together
         self._evictions: list[tuple[str, bytes]] = []  # sent right after them
         self._tasks: set[asyncio.Task] = set()
         self._hb_task: asyncio.Task | None = None
@@ -311,11 +218,11 @@ class PresenceTracker:
     def _emit(self, delta: Delta, trans: list[Transition]) -> None:
         if not self._outbox and not self._evictions:
             asyncio.get_running_loop().call_later(DELTA_BATCH, self._send_deltas)
-        self._outbox.append(_Step(delta.counter, delta.op.value, _wire(delta.conn)))
+        self._outbox.append(Step(delta.counter, delta.op.value, to_wire(delta.conn)))
         # A local change makes at most one transition, of its own connection.
         first = bool(trans) and delta.op is Op.JOIN
         last = bool(trans) and delta.op is Op.LEAVE
-        self.events.add(delta.conn.room, _event(delta.op, delta.conn, first, last, "client"),
+        self.events.add(delta.conn.room, event_bytes(delta.op, delta.conn, first, last, "client"),
                         f"{self.instance}:{delta.counter}")
         if trans:
             self._on_transitions(trans)
@@ -328,9 +235,9 @@ class PresenceTracker:
         if steps:
             if len(steps) == 1:
                 s = steps[0]
-                payload = _enc.encode(_Delta(self.instance, s.counter, s.op, s.conn))
+                payload = enc.encode(OneDelta(self.instance, s.counter, s.op, s.conn))
             else:
-                payload = _enc.encode(_Deltas(self.instance, steps))
+                payload = enc.encode(Deltas(self.instance, steps))
             self._spawn(self._publish(subjects.PRESENCE_DELTA, payload))
         for subject, conn in evictions:
             self._spawn(self._publish(subject, conn))
@@ -344,15 +251,15 @@ class PresenceTracker:
     # -- remote changes ----------------------------------------------------------------
 
     def _on_delta(self, subject: bytes, headers: bytes | None, data: bytes) -> None:
-        d = _dec_delta.decode(data)
+        d = dec_delta.decode(data)
         if d.origin == self.instance:
             return
-        steps = d.deltas if d.deltas is not None else [_Step(d.counter, d.op, d.conn)]
+        steps = d.deltas if d.deltas is not None else [Step(d.counter, d.op, d.conn)]
         self.deltas_received += len(steps)
         out: list[Transition] = []
         for step in steps:
             trans, need_sync = self.state.apply_delta(Delta(d.origin, step.counter, Op(step.op),
-                                                            _conn(step.conn)))
+                                                            from_wire(step.conn)))
             if need_sync:
                 self._request_snapshot(d.origin)
                 break
@@ -371,7 +278,7 @@ class PresenceTracker:
                 peer.last_seen = now
             self.resync_all()
 
-    def _check_scope(self, hb: _Heartbeat) -> None:
+    def _check_scope(self, hb: Heartbeat) -> None:
         """Nodes of one cluster must agree on ``--presence-scope``: said once per node."""
         if hb.scope != ("rooms" if self.scoped else "cluster") and hb.origin not in self._warned:
             self._warned.add(hb.origin)
@@ -380,14 +287,14 @@ class PresenceTracker:
                       "rooms" if self.scoped else "cluster")
 
     def _on_heartbeat(self, subject: bytes, headers: bytes | None, data: bytes) -> None:
-        hb = _dec_hb.decode(data)
+        hb = dec_hb.decode(data)
         if hb.origin == self.instance:
             self._heard_own()
             return
         peer = self.peers.get(hb.origin)
         if peer is None:
             self._check_scope(hb)
-            self.peers[hb.origin] = _Peer(hb.node, time.monotonic(), hb.counter, hb.conns)
+            self.peers[hb.origin] = Peer(hb.node, time.monotonic(), hb.counter, hb.conns)
             self._request_snapshot(hb.origin)
             return
         peer.last_seen, peer.counter, peer.conns = time.monotonic(), hb.counter, hb.conns
@@ -413,22 +320,22 @@ class PresenceTracker:
             self._syncing.discard(origin)
 
     def _apply_snapshot(self, data: bytes) -> None:
-        snap = _dec_snap.decode(data)
+        snap = dec_snap.decode(data)
         if snap.origin == self.instance:
             return
-        self.peers.setdefault(snap.origin, _Peer(snap.node, time.monotonic(), snap.counter,
+        self.peers.setdefault(snap.origin, Peer(snap.node, time.monotonic(), snap.counter,
                                                  len(snap.conns)))
         trans = self.state.apply_snapshot(snap.origin, snap.counter,
-                                          [_conn(c) for c in snap.conns])
+                                          [from_wire(c) for c in snap.conns])
         if trans:
             self._on_transitions(trans)
 
     async def _on_sync_request(self, msg: Msg) -> None:
         if not msg.reply:
             return
-        snap = _Snapshot(self.instance, self.node_id, self.state.counter,
-                         [_wire(c) for c in self.state.snapshot_of(self.instance)])
-        await msg.respond(_enc.encode(snap))
+        snap = Snapshot(self.instance, self.node_id, self.state.counter,
+                         [to_wire(c) for c in self.state.snapshot_of(self.instance)])
+        await msg.respond(enc.encode(snap))
 
     async def _on_evict(self, msg: Msg) -> None:
         self._close_conn(msg.data.decode())
@@ -449,10 +356,10 @@ class PresenceTracker:
             # tasks start in creation order, this batch's deltas first.
             self._send_deltas()
             self._beat += 1
-            hb = _Heartbeat(self.instance, self.node_id, self.state.counter,
+            hb = Heartbeat(self.instance, self.node_id, self.state.counter,
                             self.state.nodes().get(self.instance, 0), self._beat,
                             "rooms" if self.scoped else "cluster")
-            self._spawn(self._publish(subjects.PRESENCE_HEARTBEAT, _enc.encode(hb)))
+            self._spawn(self._publish(subjects.PRESENCE_HEARTBEAT, enc.encode(hb)))
             self._reap()
             self._housekeeping()
             await asyncio.sleep(interval)
@@ -500,7 +407,7 @@ class PresenceTracker:
         by_room: dict[str, list[tuple[str, bytes]]] = {}
         for c, last in events:
             by_room.setdefault(c.room, []).append(
-                (c.conn, _event(Op.LEAVE, c, False, last, "node_down")))
+                (c.conn, event_bytes(Op.LEAVE, c, False, last, "node_down")))
         for room, evs in by_room.items():
             self.events.add_fixed(room, evs, "down")
 

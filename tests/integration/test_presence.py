@@ -48,7 +48,7 @@ def ready_for(n, room: str, *, users: int | None = None, conns: int | None = Non
     follows the room) ``n``'s map shows it; room-scoped, ``n`` reads the room at the join, so
     the records of ``writers`` (the nodes with members there) must be stored."""
     if not follows(n, room):
-        return all(not w.presence._outbox and not w.presence._unacked for w in writers)
+        return all(not w.presence._outbox and not w.presence.writer.pending for w in writers)
     s = n.presence.state
     return ((users is None or s.user_count(room) == users)
             and (conns is None or s.conn_count(room) == conns))

@@ -43,7 +43,7 @@ async def test_a_node_holds_and_hears_only_the_rooms_it_has_members_in(nats3):
         assert busy not in c.presence.rooms
         assert c.presence.deltas_received == heard_before
         # A join on C lists everyone on A and B, from the stream.
-        await eventually(lambda: all(not n.presence._outbox and not n.presence._unacked
+        await eventually(lambda: all(not n.presence._outbox and not n.presence.writer.pending
                                      for n in (a, b)))
         j = await loner.join(busy)
         assert set(j["presence"]["members"]) == {"loner", *(f"u{i}" for i in range(3, 10))}
