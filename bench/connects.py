@@ -1,6 +1,7 @@
 """Connect rate: new authenticated connections per second, each joining one shared room.
 
-    python -m bench.connects [--users 5000] [--nodes 2] [--systems roomcast nopresence scoped relay]
+    python -m bench.connects [--users 5000] [--nodes 2]
+                             [--systems roomcast nopresence scoped tokenrooms relay]
 
 Each system gets a fresh 3-server NATS cluster and ``--nodes`` edge processes; ``--users``
 distinct users then connect (``--concurrency`` upgrades in flight, spread over the nodes),
@@ -14,6 +15,9 @@ per connect.
   are told of the newcomers, ``docs/protocol.md`` §4.10);
 * ``nopresence``: the same with ``--presence false``;
 * ``scoped``: the same with ``--presence-scope rooms`` (docs/presence.md);
+* ``tokenrooms``: ``roomcast``, but each client joins at the handshake, the room named in its
+  token (``roomcast.rooms``, docs/protocol.md §1): its ``welcome`` carries the join's result,
+  so there is no ``join`` frame and no ``joined`` frame;
 * ``relay``: a plain websockets + NATS relay on uvloop (no auth, no presence, no storage): a
   ``join`` subscribes the room's subject once per process and answers ``joined``. The floor any
   Python edge pays for an upgrade, a frame each way and a NATS subscription.
@@ -87,9 +91,11 @@ async def serve_relay(port: int, urls: str) -> None:
 # -- the load ------------------------------------------------------------------------------
 
 async def connect_all(ports: list[int], paths: list[str], concurrency: int,
-                      edge_cpu=None) -> dict:
-    """Connect and join; ``edge_cpu()`` (the servers' CPU seconds so far) is read once more
-    at the last ``joined``, before the closes, for the connect phase alone."""
+                      edge_cpu=None, at_handshake: bool = False) -> dict:
+    """Connect and join (``at_handshake``: the token's rooms, done at ``welcome``);
+    ``edge_cpu()`` (the servers' CPU seconds so far) is read once more at the last join,
+    before the closes, for the connect phase alone."""
+    done_prefix = b'{"type":"welcome"' if at_handshake else b'{"type":"joined"'
     frames = 0
     joined = 0
     done = asyncio.Event()
@@ -98,7 +104,7 @@ async def connect_all(ports: list[int], paths: list[str], concurrency: int,
     def on_frame(raw: bytes) -> None:
         nonlocal frames, joined
         frames += 1
-        if raw.startswith(b'{"type":"joined"'):
+        if raw.startswith(done_prefix):
             joined += 1
             if joined == n:
                 done.set()
@@ -110,7 +116,8 @@ async def connect_all(ports: list[int], paths: list[str], concurrency: int,
     async def one(i: int) -> None:
         async with sem:
             p = await connect("127.0.0.1", ports[i % len(ports)], paths[i], on_frame)
-            p.send_text(join)
+            if not at_handshake:
+                p.send_text(join)
             protos.append(p)
 
     t0 = time.monotonic()
@@ -134,10 +141,17 @@ def run_roomcast(args, system: str) -> dict:
     if system == "scoped":
         env["ROOMCAST_PRESENCE_SCOPE"] = "rooms"
     with Cluster(nodes=args.nodes, nats=3, env=env) as cluster:
-        paths = cluster.paths("u", args.users)
+        at_handshake = system == "tokenrooms"
+        if at_handshake:
+            from roomcast.auth import mint_token
+
+            paths = [f"/ws?token={mint_token(cluster.key, f'u-{i}', ttl=3600, rooms=[ROOM])}"
+                     for i in range(args.users)]
+        else:
+            paths = cluster.paths("u", args.users)
         cpu0 = cluster.node_cpu()
         out = asyncio.run(connect_all([n.port for n in cluster.node_procs], paths,
-                                      args.concurrency, cluster.node_cpu))
+                                      args.concurrency, cluster.node_cpu, at_handshake))
         out["cpu"] = cluster.node_cpu() - cpu0
         out["cpu_at_joined"] -= cpu0
     return out
@@ -190,7 +204,7 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=100, help="upgrades in flight")
     ap.add_argument("--systems", nargs="+", default=["roomcast", "nopresence", "relay"],
-                    choices=["roomcast", "nopresence", "scoped", "relay"])
+                    choices=["roomcast", "nopresence", "scoped", "tokenrooms", "relay"])
     args = ap.parse_args()
     if args.serve_relay:
         import uvloop
