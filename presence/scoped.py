@@ -10,8 +10,9 @@ members in (docs/presence.md, "Room-scoped presence").
   room's records (live, core NATS) and then reads them from the stream (batch direct gets);
   the join's ``joined`` waits for that read. The room is read once more ``REFRESH_AFTER``
   later (a replica answering the first read may lag, a subscription takes a moment to reach
-  every server), after its own NATS reconnect, and when a node's heartbeats show a gap. When
-  its last local member leaves, the node forgets the room.
+  every server), after its own NATS reconnect, when a node's heartbeats show a gap, and at
+  least every ``REREAD_EVERY`` seconds. When its last local member leaves, the node forgets
+  the room.
 * **Crashed nodes.** Heartbeats stay cluster-wide. A node silent for the timeout is dead:
   every survivor drops its entries from the rooms it follows, and the first survivor (the
   others later, as a safety net) reads the dead node's records from the stream, stores their
@@ -64,10 +65,13 @@ ROOM_READ_WAIT = 2.0
 REREAD_EVERY = 30.0
 #: Seconds after a room's first read that it is read once more.
 REFRESH_AFTER = 1.0
-#: An entry heard within this many seconds survives a read that does not have it yet.
-GRACE = 2.0
 #: Seconds a leave stays in memory, to order late records (as long as in the stream).
 TOMBSTONE_TTL = writer.TOMBSTONE_TTL
+#: An entry heard within this many seconds survives a read that does not have it. Absence
+#: proves little sooner: its record may not be stored yet (JetStream electing a leader, the
+#: writer resending), while a leave we missed is still in the stream as a leave record for
+#: ``TOMBSTONE_TTL`` seconds, and read as one.
+GRACE = TOMBSTONE_TTL + 2.0
 #: Seconds a dead node's records are ignored after it was declared dead.
 DEAD_MEMORY = 120.0
 #: Records per batch direct get.

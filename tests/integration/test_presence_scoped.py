@@ -112,3 +112,49 @@ async def test_a_dead_nodes_leaves_are_stored_also_for_rooms_nobody_else_follows
         await nc.close()
         victim.stop()
         await survivor.stop()
+
+
+async def test_the_presence_state_leader_dies_while_users_join(nats3):
+    """The PRESENCE_STATE stream's leader is killed while ten users join on another node: the
+    members hear every join once (live delivery does not wait for storage), every record is
+    stored once the election is over (resent until acknowledged), and a node that follows the
+    room only afterwards reads all of them."""
+    a = await start_node(nats3.urls, node_id="sa", presence=SCOPED)
+    b = await start_node(nats3.urls, node_id="sb", presence=SCOPED)
+    c = None
+    nc = await nats.connect(nats3.urls)
+    clients: list[WsClient] = []
+    room = room_name("elect")
+    leader = (await nc.jetstream().stream_info("PRESENCE_STATE")).cluster.leader
+    victim = next(s for s in nats3.servers if s.name == leader)
+    try:
+        watcher = await WsClient.connect(a.port, token("watcher"))
+        clients.append(watcher)
+        await watcher.join(room)
+        victim.kill()
+        for i in range(10):
+            clients.append(await WsClient.connect(b.port, token(f"e{i}")))
+            await clients[-1].join(room)
+        await eventually(lambda: len(presence_events(watcher, room)) == 10, timeout=15 * UNIT)
+        victim.start()
+        await asyncio.to_thread(victim.wait_ready)
+        await eventually(lambda: a.presence.writer.pending == 0 and b.presence.writer.pending == 0,
+                         timeout=30 * UNIT)
+        c = await start_node(nats3.urls, node_id="sc", presence=SCOPED)
+        late = await WsClient.connect(c.port, token("late"))
+        clients.append(late)
+        j = await late.join(room)
+        assert set(j["presence"]["members"]) == {"watcher", "late", *(f"e{i}" for i in range(10))}
+        await flushed(watcher)
+        assert sorted(presence_events(watcher, room)) == sorted(
+            [("join", f"e{i}") for i in range(10)] + [("join", "late")])
+    finally:
+        if not victim.running:
+            victim.start()
+            await asyncio.to_thread(victim.wait_ready)
+        for cl in clients:
+            await cl.close()
+        await nc.close()
+        for n in (a, b, c):
+            if n is not None:
+                await n.stop()
