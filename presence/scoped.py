@@ -27,6 +27,7 @@ import asyncio
 import collections
 import json
 import logging
+import math
 import time
 
 import msgspec
@@ -110,6 +111,7 @@ class ScopedTracker(PresenceTracker):
         self.writer = RecordWriter(nc, self.instance)
         self._reading: asyncio.Task | None = None
         self._to_read: set[str] = set()
+        self._pass: list[str] = []  # followed rooms still to visit in this re-read pass
         self._republished = 0.0
         self.cleanups_done = 0  # dead nodes cleaned up (or given up on) by this node
 
@@ -436,11 +438,16 @@ class ScopedTracker(PresenceTracker):
         if self.nc.is_connected and (late := self.writer.late(now)):
             self._spawn(self.writer.send(late))
         if self.nc.is_connected and self.rooms:
-            # The rooms read longest ago, a share of them per heartbeat.
-            share = max(1, int(len(self.rooms) * self.config.heartbeat_interval / REREAD_EVERY))
-            due = [room for room, r in self.rooms.items() if now - r.read_at > REREAD_EVERY]
+            # One pass over the followed rooms per REREAD_EVERY, a share per heartbeat: each
+            # room not read for that long is read again.
+            if not self._pass:
+                self._pass = list(self.rooms)
+            share = math.ceil(len(self.rooms) * self.config.heartbeat_interval / REREAD_EVERY)
+            take, self._pass = self._pass[:share], self._pass[share:]
+            due = [room for room in take
+                   if (r := self.rooms.get(room)) is not None and now - r.read_at > REREAD_EVERY]
             if due:
-                self._read_later(*sorted(due, key=lambda room: self.rooms[room].read_at)[:share])
+                self._read_later(*due)
         tombs = self._tombs
         while tombs and now - tombs[0][0] > TOMBSTONE_TTL:
             heard, room, cid = tombs.popleft()

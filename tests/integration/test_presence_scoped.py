@@ -158,3 +158,35 @@ async def test_the_presence_state_leader_dies_while_users_join(nats3):
         for n in (a, b, c):
             if n is not None:
                 await n.stop()
+
+
+async def test_a_record_never_heard_live_arrives_by_the_periodic_read(nats3, monkeypatch):
+    """A's live subscription to a room is cut behind its back (as a lost route would): a join
+    on B is stored but never heard live on A, and A's members still get it from the room's
+    periodic read."""
+    from roomcast.presence import scoped
+
+    monkeypatch.setattr(scoped, "REREAD_EVERY", 1.0)
+    monkeypatch.setattr(scoped, "REFRESH_AFTER", 600.0)  # no confirmation read: only this one
+    a = await start_node(nats3.urls, node_id="pa", presence=SCOPED)
+    b = await start_node(nats3.urls, node_id="pb", presence=SCOPED)
+    clients: list[WsClient] = []
+    try:
+        room = room_name("lost")
+        watcher = await WsClient.connect(a.port, token("watcher"))
+        clients.append(watcher)
+        await watcher.join(room)
+        followed = a.presence.rooms[room]
+        a.backplane.nc.undirect(followed.sub)
+        await followed.sub.unsubscribe()
+        heard = a.presence.deltas_received
+        clients.append(await WsClient.connect(b.port, token("unheard")))
+        await clients[-1].join(room)
+        await eventually(lambda: ("join", "unheard") in presence_events(watcher, room),
+                         timeout=10 * UNIT)
+        assert a.presence.deltas_received == heard  # not live: the read brought it
+    finally:
+        for cl in clients:
+            await cl.close()
+        for n in (a, b):
+            await n.stop()
