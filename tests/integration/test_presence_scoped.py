@@ -190,3 +190,26 @@ async def test_a_record_never_heard_live_arrives_by_the_periodic_read(nats3, mon
             await cl.close()
         for n in (a, b):
             await n.stop()
+
+
+async def test_nodes_of_different_scopes_say_so(nats3, caplog):
+    """An operator mistake: one node runs the full map, another the room scope. Each logs an
+    error naming the other node's scope (once), instead of presence being silently wrong."""
+    import logging
+
+    from tests.integration.test_presence import fast_presence
+
+    caplog.set_level(logging.ERROR, logger="roomcast.presence")
+    full = await start_node(nats3.urls, node_id="full-map", presence=fast_presence())
+    scoped = await start_node(nats3.urls, node_id="room-scoped", presence=SCOPED)
+    try:
+        def said(text: str) -> bool:
+            return any(text in r.getMessage() for r in caplog.records)
+
+        await eventually(lambda: said("node room-scoped runs --presence-scope rooms")
+                         and said("node full-map runs --presence-scope cluster"))
+        await asyncio.sleep(0.6)  # more heartbeats: still said once per node
+        assert sum("node room-scoped runs" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        await full.stop()
+        await scoped.stop()
