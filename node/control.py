@@ -16,7 +16,6 @@ have missed broadcasts meanwhile).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import logging
@@ -27,7 +26,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 
-from roomcast.backplane import subjects
+from roomcast.backplane import scatter, subjects
 from roomcast.backplane.natsclient import unsubscribe_quietly
 from roomcast.protocol import CloseCode
 
@@ -125,33 +124,9 @@ class Control:
         expected = None
         if self.node.presence is not None:
             expected = len(self.node.presence.live_nodes())
-        inbox = self.nc.new_inbox()
-        answers: list[dict] = []
-        enough = asyncio.Event()
-
-        async def collect(msg) -> None:
-            try:
-                answer = msgspec.json.decode(msg.data)
-            except msgspec.DecodeError:
-                return
-            if not isinstance(answer, dict):
-                return
-            answers.append(answer)
-            if expected is not None and len(answers) >= expected:
-                enough.set()
-
-        sub = await self.nc.subscribe(inbox, cb=collect)
-        try:
-            await self.nc.publish(subjects.CTL_PREFIX + method, msgspec.json.encode(req),
-                                  reply=inbox)
-            try:
-                await asyncio.wait_for(enough.wait(),
-                                       SCATTER_MAX if expected is not None else SCATTER_WINDOW)
-            except TimeoutError:
-                pass
-        finally:
-            await sub.unsubscribe()
-        return answers
+        return await scatter.gather(
+            self.nc, subjects.CTL_PREFIX + method, msgspec.json.encode(req), expected=expected,
+            wait=SCATTER_MAX if expected is not None else SCATTER_WINDOW)
 
     # -- this node's part -------------------------------------------------------------
 

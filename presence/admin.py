@@ -8,7 +8,6 @@ or the ``PRESENCE_STATE`` stream, and ``rooms`` and ``user`` ask every live node
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from nats.aio.msg import Msg
 
-from roomcast.backplane import subjects
+from roomcast.backplane import scatter, subjects
 from roomcast.backplane.natsclient import unsubscribe_quietly
 from roomcast.errors import ConfigError
 from roomcast.protocol import MAX_DEPTH, too_deep
@@ -121,26 +120,9 @@ async def answer_ask(tracker, msg) -> None:
 async def gather(tracker, what: str, payload: bytes = b"") -> tuple[list[dict], int]:
     """Every live node's answer (ours too) to ``roomcast.presence.ask.<what>``: (answers, how
     many nodes did not answer within ``ASK_WAIT``)."""
-    want = len(tracker.peers) + 1
-    answers: list[dict] = []
-    done = asyncio.get_running_loop().create_future()
-
-    async def collect(m: Msg) -> None:
-        answers.append(json.loads(m.data))
-        if len(answers) >= want and not done.done():
-            done.set_result(None)
-
-    nc = tracker.nc
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox, cb=collect)
-    try:
-        await nc.publish(subjects.PRESENCE_ASK_PREFIX + what, payload, reply=inbox)
-        try:
-            await asyncio.wait_for(asyncio.shield(done), ASK_WAIT)
-        except TimeoutError:
-            pass
-    finally:
-        await unsubscribe_quietly(sub)
+    want = len(tracker.live_nodes())
+    answers = await scatter.gather(tracker.nc, subjects.PRESENCE_ASK_PREFIX + what, payload,
+                                   expected=want, wait=ASK_WAIT)
     return answers, max(0, want - len(answers))
 
 

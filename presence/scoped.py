@@ -37,7 +37,6 @@ from roomcast.backplane import subjects
 from roomcast.backplane.natsclient import unsubscribe_quietly
 from roomcast.errors import BackplaneError
 from roomcast.presence import admin, writer
-from roomcast.presence import tracker as _tracker
 from roomcast.presence.records import RoomRecords
 from roomcast.presence.state import Conn, Op, Transition
 from roomcast.presence.tracker import PresenceTracker
@@ -169,19 +168,6 @@ class ScopedTracker(PresenceTracker):
     def room_ready(self, room: str) -> asyncio.Future | None:
         r = self.rooms.get(room)
         return r.ready if r is not None and not r.ready.done() else None
-
-    def evict_elsewhere(self, old_conn: str) -> None:
-        origin = self.state.origin_of(old_conn)
-        if origin is None:
-            # Not in a room we follow: a connection id starts with its node's instance.
-            candidate = old_conn.rpartition(".")[0]
-            origin = candidate if candidate in self.peers else None
-        if origin is not None and origin != self.instance:
-            if not self._outbox and not self._evictions:
-                asyncio.get_running_loop().call_later(0.01, self._send_deltas)
-            self._evictions.append((subjects.presence_evict(origin), old_conn.encode()))
-        elif origin == self.instance:
-            self._close_conn(old_conn)
 
     def _send_deltas(self) -> None:
         """This batch's records, each on its own subject, then its evictions."""
@@ -382,23 +368,12 @@ class ScopedTracker(PresenceTracker):
             await msg.respond(enc.encode(Snapshot(self.instance, self.node_id,
                                                     self.state.counter, [])))
 
-    def _reap(self) -> None:
-        now = time.monotonic()
-        if self._cut_off_now(now):
-            return
-        for origin, peer in list(self.peers.items()):
-            if now - peer.last_seen <= self.config.timeout:
-                continue
-            del self.peers[origin]
-            self._dead[origin] = now
-            gone = self.state.snapshot_of(origin)
-            trans = self.state.purge_node(origin)
-            log.warning("node %s (%s) silent for %.1fs: removed %d connections here", peer.node,
-                        origin, now - peer.last_seen, len(gone))
-            first = min([self.instance, *self.peers]) == self.instance
-            self._spawn(self._clean_dead(origin, 0.0 if first else _tracker.SAFETY_NET_DELAY))
-            if trans:
-                self._on_transitions(trans)
+    def _node_died(self, origin: str, gone: list[Conn], trans: list[Transition],
+                   delay: float) -> None:
+        """Its records are ignored from now on; its backend leaves come from the stream (for
+        every room it was in, followed here or not), then its records are purged."""
+        self._dead[origin] = time.monotonic()
+        self._spawn(self._clean_dead(origin, delay))
 
     async def _clean_dead(self, origin: str, delay: float) -> None:
         """Store a dead node's ``node_down`` leaves (every room, followed here or not), then

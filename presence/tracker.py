@@ -200,6 +200,11 @@ class PresenceTracker:
     def evict_elsewhere(self, old_conn: str) -> None:
         """A session resumed here: ask the node still holding its old connection to close it."""
         origin = self.state.origin_of(old_conn)
+        if origin is None:
+            # Not in a room held here (room-scoped presence holds only its rooms): a
+            # connection id starts with its node's instance.
+            candidate = old_conn.rpartition(".")[0]
+            origin = candidate if candidate in self.peers else None
         if origin is not None and origin != self.instance:
             # Sent after this batch's deltas, which carry the new connection (same NATS
             # connection, in order): nodes see the user's new connection before the old
@@ -280,11 +285,11 @@ class PresenceTracker:
 
     def _check_scope(self, hb: Heartbeat) -> None:
         """Nodes of one cluster must agree on ``--presence-scope``: said once per node."""
-        if hb.scope != ("rooms" if self.scoped else "cluster") and hb.origin not in self._warned:
+        if hb.scope != self.config.scope and hb.origin not in self._warned:
             self._warned.add(hb.origin)
             log.error("presence: node %s runs --presence-scope %s, this node %s: presence "
                       "is wrong until every node uses the same scope", hb.node, hb.scope,
-                      "rooms" if self.scoped else "cluster")
+                      self.config.scope)
 
     def _on_heartbeat(self, subject: bytes, headers: bytes | None, data: bytes) -> None:
         hb = dec_hb.decode(data)
@@ -358,7 +363,7 @@ class PresenceTracker:
             self._beat += 1
             hb = Heartbeat(self.instance, self.node_id, self.state.counter,
                             self.state.nodes().get(self.instance, 0), self._beat,
-                            "rooms" if self.scoped else "cluster")
+                            self.config.scope)
             self._spawn(self._publish(subjects.PRESENCE_HEARTBEAT, enc.encode(hb)))
             self._reap()
             self._housekeeping()
@@ -388,7 +393,6 @@ class PresenceTracker:
             del self.peers[origin]
             gone = self.state.snapshot_of(origin)
             trans = self.state.purge_node(origin)
-            left_users = {(t.room, t.user) for t in trans}
             log.warning("node %s (%s) silent for %.1fs: removed %d connections", peer.node,
                         origin, now - peer.last_seen, len(gone))
             # Every survivor stores the dead node's leave events under the same message ids
@@ -396,10 +400,16 @@ class PresenceTracker:
             # the others only later, as a safety net in case it died too, so a crash does not
             # multiply the load on JetStream while clients are resuming.
             first = min([self.instance, *self.peers]) == self.instance
-            events = [(c, (c.room, c.user) in left_users) for c in gone]
-            self._spawn(self._store_down_events(events, 0.0 if first else SAFETY_NET_DELAY))
+            self._node_died(origin, gone, trans, 0.0 if first else SAFETY_NET_DELAY)
             if trans:
                 self._on_transitions(trans)
+
+    def _node_died(self, origin: str, gone: list[Conn], trans: list[Transition],
+                   delay: float) -> None:
+        """Store the backend leave events of a dead node's connections after ``delay``."""
+        left_users = {(t.room, t.user) for t in trans}
+        events = [(c, (c.room, c.user) in left_users) for c in gone]
+        self._spawn(self._store_down_events(events, delay))
 
     async def _store_down_events(self, events: list[tuple[Conn, bool]], delay: float) -> None:
         if delay:
