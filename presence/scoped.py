@@ -386,15 +386,21 @@ class ScopedTracker(PresenceTracker):
             by_room: dict[str, list[Conn]] = {}
             for rec in records:
                 by_room.setdefault(rec.conn.room, []).append(from_wire(rec.conn))
-            for room, conns in by_room.items():
+            sem = asyncio.Semaphore(READ_CONCURRENCY)
+
+            async def leaves(room: str, conns: list[Conn]) -> None:
                 # Whether the user keeps a connection there (on a live node): the room's records.
-                others = {rec.conn.user for _, rec in
-                          await self._read_all(subjects.presence_room_filter(room))
+                async with sem:
+                    stored = await self._read_all(subjects.presence_room_filter(room))
+                others = {rec.conn.user for _, rec in stored
                           if rec.alive and rec.conn.node != origin
                           and rec.conn.node not in self._dead}
                 self.events.add_fixed(room, [(c.conn, event_bytes(Op.LEAVE, c, False,
                                                              c.user not in others, "node_down"))
                                              for c in conns], "down")
+
+            # A few rooms read at once: a node dies with thousands of rooms.
+            await asyncio.gather(*(leaves(room, conns) for room, conns in by_room.items()))
             if records and not await self.events.flush(10.0):
                 log.warning("node_down events of %s not all stored yet; its records are kept "
                             "for the safety net", origin)
