@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import struct
 import time
 from typing import TYPE_CHECKING
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
@@ -41,6 +38,7 @@ from roomcast.protocol import CloseCode, ErrorCode
 
 if TYPE_CHECKING:
     from roomcast.node.server import Node
+    from roomcast.node.wsconn import WsConnection
 
 log = logging.getLogger("roomcast.node.connection")
 
@@ -63,21 +61,12 @@ async def wait_all(futures: set[asyncio.Future], seconds: float) -> None:
         await asyncio.sleep(0)  # let the done-callbacks run (they may add a retry)
 
 
-async def _public_ping(ws: ServerConnection) -> None:
-    await (await ws.ping())
-
-
-def _quiet(fut: asyncio.Future) -> None:
-    if not fut.cancelled():
-        fut.exception()  # retrieved: a ping on a closed connection is nobody's error
-
-
 class Connection(SessionRequests):
     __slots__ = ("ws", "peer", "node", "_closing", "_limit", "_inflight", "_out", "_out_bytes",
                  "_direct", "_pong", "_ping_at", "_handed_over", "_held", "_held_bytes",
                  "_refresh_at", "__weakref__")
 
-    def __init__(self, ws: ServerConnection, peer: Peer, node: Node) -> None:
+    def __init__(self, ws: WsConnection, peer: Peer, node: Node) -> None:
         self.ws = ws
         self.peer = peer
         self.node = node
@@ -143,8 +132,12 @@ class Connection(SessionRequests):
         ws = self.ws
         if ws.protocol.state is not State.OPEN:
             return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        if ws.head is not None:  # the first frames: the 101 response goes out with them
+            data = ws.head + data
+            ws.head = None
         try:
-            ws.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            ws.transport.write(data)
         except Exception:  # noqa: BLE001 - transport failed; the read loop sees the close
             self._closing = True
 
@@ -172,6 +165,8 @@ class Connection(SessionRequests):
         if transport.get_write_buffer_size() + len(data) > self._limit:
             self.overflow()
             return False
+        if ws.head is not None:
+            ws.write_head()
         try:
             transport.write(data)
         except Exception:  # noqa: BLE001 - transport failed; the read loop sees the close
@@ -196,8 +191,8 @@ class Connection(SessionRequests):
 
     def keepalive(self, now: float, timeout: float) -> None:
         """Called by the node's keepalive sweep: close if the last ping went unanswered for
-        ``timeout`` seconds, else send a new one. Pongs are matched by websockets
-        (``pending_pings``), as for its own pings; one sweep replaces a task per connection."""
+        ``timeout`` seconds, else send a new one (the connection matches its pong). One sweep
+        replaces a task per connection."""
         ws = self.ws
         if self._closing or ws.protocol.state is not State.OPEN:
             return
@@ -206,21 +201,8 @@ class Connection(SessionRequests):
                 self.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             return
         self._ping_at = now
-        pings = getattr(ws, "pending_pings", None)
-        if type(pings) is not dict:
-            # Not the websockets internals this seam was tested with (roomcast/compat.py
-            # refuses such a version at start-up): its public ping, one task per ping.
-            self._pong = asyncio.ensure_future(_public_ping(ws))
-            self._pong.add_done_callback(_quiet)
-            return
-        data = struct.pack("!I", random.getrandbits(32))
-        while data in pings:
-            data = struct.pack("!I", random.getrandbits(32))
-        self._pong = ws.loop.create_future()
-        pings[data] = (self._pong, now)
         try:
-            ws.protocol.send_ping(data)
-            ws.send_data()
+            self._pong = ws.ping()
         except Exception:  # noqa: BLE001 - transport failed; the read loop sees the close
             self._closing = True
 

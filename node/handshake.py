@@ -10,7 +10,6 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from roomcast.errors import AuthError
@@ -19,16 +18,17 @@ from roomcast.protocol import CloseCode
 
 if TYPE_CHECKING:
     from roomcast.node.server import Node
+    from roomcast.node.wsconn import WsConnection
 
 #: The WebSocket path (the only one that upgrades).
 WS_PATH = "/ws"
 
 
-async def process_request(node: Node, conn: ServerConnection,
+async def process_request(node: Node, conn: WsConnection,
                           request: Request) -> Response | None:
     """Answer a request on the public port: static files (CORS for the allowed origins), 404,
     400 for ambiguous headers, a refusal (HTTP for non-browsers, an upgrade then a close code
-    for browsers), or None: upgrade, with ``conn.roomcast_identity`` set."""
+    for browsers), or None: upgrade, with ``conn.identity`` set."""
     url = urlsplit(request.path)
     path = url.path
     if path in web.STATIC:
@@ -52,15 +52,15 @@ async def process_request(node: Node, conn: ServerConnection,
         return web.text(status, reason + "\n", extra)
     # A browser cannot read the status of a refused upgrade: it gets the upgrade, then a
     # close with a code and reason it can show (docs/protocol.md §1). No session exists.
-    conn.roomcast_identity = None
-    conn.roomcast_refusal = (code, reason)
+    conn.identity = None
+    conn.refusal = (code, reason)
     return None
 
 
 async def _refusal(node: Node, request: Request, query: str, origin: str | None,
-                   conn: ServerConnection):
+                   conn: WsConnection):
     """Why this upgrade is refused, as (HTTP status, close code, reason, headers); or None
-    (then ``conn.roomcast_identity`` holds who it is)."""
+    (then ``conn.identity`` holds who it is)."""
     if origin is not None and not web.origin_allowed(origin, request.headers.get("Host", ""),
                                                      node.config.allowed_origins):
         node.metrics.auth_failures.inc()
@@ -72,7 +72,7 @@ async def _refusal(node: Node, request: Request, query: str, origin: str | None,
     if limit and len(node.connections) >= limit:
         return HTTPStatus.SERVICE_UNAVAILABLE, CloseCode.NODE_UNAVAILABLE, "node full", None
     try:
-        conn.roomcast_identity = await node.authenticate(web.token_from(request, query))
+        conn.identity = await node.authenticate(web.token_from(request, query))
     except AuthError as exc:
         node.metrics.auth_failures.inc()
         return (HTTPStatus.UNAUTHORIZED, CloseCode.UNAUTHORIZED, exc.reason,

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from roomcast import protocol as p
@@ -38,12 +37,13 @@ from roomcast.node.control import Control
 from roomcast.node.handover import Handover
 from roomcast.node.handshake import WS_PATH
 from roomcast.node.internal import ApiKeys, InternalServer
-from roomcast.node.lean import slim_connection, tune_gc
+from roomcast.node.lean import tune_gc
 from roomcast.node.metrics import NodeMetrics, probe_loop_lag
 from roomcast.node.peer import Peer, PeerLimits
 from roomcast.node.presence_out import PresenceOut
 from roomcast.node.replaycache import ReplayCache
 from roomcast.node.rooms import RoomRegistry
+from roomcast.node.wsconn import WsConnection, WsServer
 from roomcast.presence.admin import AdminService
 from roomcast.presence.feed import FeedOptions, PresenceFeed
 from roomcast.presence.scoped import ScopedTracker
@@ -139,7 +139,7 @@ class Node:
         self._stream_task: asyncio.Task | None = None
         self._stream_seen: float | None = None  # monotonic time the stream last answered
         self.draining = False
-        self._server: Server | None = None
+        self._server: WsServer | None = None
         self._internal: InternalServer | None = None
         self._port = config.port
         self._internal_port = config.internal_port
@@ -220,22 +220,17 @@ class Node:
 
     async def _listen(self) -> None:
         cfg = self.config
-        self._server = await serve(
+        self._server = WsServer(
             self._handle,
-            cfg.host,
-            cfg.port,
-            process_request=self._process_request,
+            self._process_request,
             max_size=cfg.max_frame,
-            compression="deflate" if cfg.compression else None,
-            ping_interval=None,  # one node-wide sweep instead of a task per connection
-            ping_timeout=None,
-            max_queue=16,
+            compression=cfg.compression,
             close_timeout=CLOSE_TIMEOUT,
             server_header="roomcast",
-            # A reconnect storm sends thousands of connects at once; with the default backlog
-            # (100) the kernel drops SYNs and clients wait out TCP's 1-3-7-15 s retries.
-            backlog=cfg.listen_backlog,
         )
+        # A reconnect storm sends thousands of connects at once; with the default backlog
+        # (100) the kernel drops SYNs and clients wait out TCP's 1-3-7-15 s retries.
+        await self._server.start(cfg.host, cfg.port, backlog=cfg.listen_backlog)
         self._port = self._server.sockets[0].getsockname()[1]
         self._internal = InternalServer(functools.partial(internal.answer_get, self),
                                         functools.partial(internal.answer_post, self),
@@ -282,7 +277,7 @@ class Node:
         await self._wait(self.inflight, deadline.left())
         await self.handover.finish(deadline.left())
         if self._server is not None:
-            self._server.close(close_connections=True)
+            self._server.close()
             try:
                 await asyncio.wait_for(self._server.wait_closed(),
                                        min(CLOSE_TIMEOUT + 1, deadline.left()))
@@ -451,7 +446,7 @@ class Node:
             if any(affected(room) for room in conn.peer.rooms):
                 self.spawn(conn.drain_close(random.randint(0, 250), reason="stream recreated"))
 
-    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, conn: WsConnection, request: Request) -> Response | None:
         return await handshake.process_request(self, conn, request)
 
     async def authenticate(self, token: str | None) -> Identity:
@@ -481,17 +476,15 @@ class Node:
             return False, "presence not started"
         return True, "ready"
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        refusal = getattr(ws, "roomcast_refusal", None)
+    async def _handle(self, ws: WsConnection) -> None:
+        refusal = ws.refusal
         if refusal is not None:
             await ws.close(int(refusal[0]), refusal[1][:120])
             return
-        identity = ws.roomcast_identity
+        identity, ws.identity = ws.identity, None
         # The handshake is over: do not keep its headers (and the token in its path) alive for
-        # the life of the connection (docs/performance.md). websockets' parser generator still
-        # references the request object, so it is emptied in place rather than dropped.
-        slim_connection(ws, WS_PATH)
-        ws.roomcast_identity = None
+        # the life of the connection (docs/performance.md).
+        ws.forget_request(WS_PATH)
         conn_id = f"{self.instance}.{next(self._ids)}"
         peer = Peer(identity, conn_id, self.limits, asyncio.get_running_loop().time())
         conn = Connection(ws, peer, self)

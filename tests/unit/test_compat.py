@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import nats.aio.client
 import pytest
-from websockets.asyncio.server import ServerConnection
 
 from roomcast import compat
 from roomcast.cli import main
@@ -16,10 +15,9 @@ def test_the_installed_libraries_pass():
 
 
 @pytest.mark.parametrize("owner,name", [(nats.aio.client.Client, "_process_msg"),
-                                        (nats.aio.client.Client, "_flush_pending"),
-                                        (ServerConnection, "send_data")])
+                                        (nats.aio.client.Client, "_flush_pending")])
 def test_a_library_without_an_internal_is_refused_with_its_name(monkeypatch, owner, name):
-    """An incompatible websockets or nats-py: the check names what is missing, and
+    """An incompatible nats-py: the check names what is missing, and
     `roomcast node` exits 2 with that message before connecting anywhere."""
     for cls in owner.__mro__:
         if name in vars(cls):
@@ -38,32 +36,3 @@ def test_a_changed_signature_is_refused(monkeypatch):
 
     monkeypatch.setattr(nats.aio.client.Client, "_process_msg", _process_msg)
     assert any("_process_msg" in m and "expected" in m for m in compat.problems())
-
-
-async def test_keepalive_falls_back_to_the_public_ping_without_pending_pings():
-    """The write into websockets' pending_pings is guarded: a connection object without it
-    gets websockets' public ping() instead (and a pong completes it)."""
-    from roomcast.node.connection import Connection
-
-    class FakeWs:
-        class protocol:  # noqa: N801 - a stand-in attribute
-            from websockets.protocol import State
-            state = State.OPEN
-
-        def __init__(self) -> None:
-            self.pinged = asyncio.Event()
-
-        async def ping(self):
-            self.pinged.set()
-            done = asyncio.get_running_loop().create_future()
-            done.set_result(0.0)
-            return done
-
-    import asyncio
-
-    conn = Connection.__new__(Connection)
-    conn.ws, conn._closing, conn._pong, conn._ping_at = FakeWs(), False, None, 0.0
-    conn.keepalive(1.0, 5.0)
-    await asyncio.wait_for(conn.ws.pinged.wait(), 1)
-    await asyncio.wait_for(conn._pong, 1)
-    assert conn._pong.done() and conn._ping_at == 1.0

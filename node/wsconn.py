@@ -1,0 +1,393 @@
+"""The node's WebSocket server: websockets' Sans-I/O protocol (``websockets.server``) driven by
+one small asyncio protocol per client.
+
+websockets parses and validates everything a client sends — the HTTP upgrade, frames, masks,
+sizes, close codes — and writes every byte the handshake and control frames need; this module
+only moves bytes between the transport and that protocol, and hands whole messages to one task
+per connection. It replaces websockets' own asyncio server, whose per-connection machinery
+(a handshake future and task, the message assembler and its conditions, a send lock, the
+keepalive) cost about as much CPU per connect as everything roomcast does itself
+(docs/performance.md, "The cost of a connect"). What that server did and this one keeps:
+
+* ``open_timeout``: a client that does not complete its upgrade in time is dropped;
+* ``close_timeout``: a client that does not answer our close frame is dropped;
+* at most ``MAX_QUEUE`` received messages wait for the reader, then reading pauses (a flood
+  fills the kernel's buffers, not the node's memory);
+* text frames are checked to be UTF-8 (else 1007), messages are reassembled from fragments
+  within ``max_size`` (else 1009), pings are answered, pongs matched to our ping;
+* writes past ``WRITE_LIMIT`` make :meth:`WsConnection.drain` wait (flow control);
+* closing the server refuses upgrades in progress with 503 and closes open connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+from websockets.datastructures import Headers
+from websockets.extensions.permessage_deflate import enable_server_permessage_deflate
+from websockets.frames import CloseCode as WsCloseCode
+from websockets.frames import Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+log = logging.getLogger("roomcast.node.wsconn")
+
+#: Received messages that may wait for the reader before reading from the socket pauses.
+MAX_QUEUE = 16
+#: ... and reading resumes when the reader has taken all but this many.
+RESUME_AT = 4
+#: Bytes the transport may buffer before :meth:`WsConnection.drain` waits (websockets' own).
+WRITE_LIMIT = 32 * 1024
+#: Replaces a served request's headers (shared, never modified): see ``forget_request``.
+NO_HEADERS = Headers()
+
+_OPEN, _CONNECTING, _CLOSED = State.OPEN, State.CONNECTING, State.CLOSED
+_TEXT, _BINARY, _CONT, _PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG
+
+Handler = Callable[["WsConnection"], Awaitable[None]]
+ProcessRequest = Callable[["WsConnection", Request], Awaitable[Response | None]]
+
+
+class WsConnection(asyncio.Protocol):
+    """One client. The node reads messages with :meth:`recv`, writes pre-framed bytes to
+    ``transport`` (or frames through ``protocol`` and :meth:`send_data`), and closes with
+    :meth:`close`. ``identity``/``refusal`` are the handshake's verdict (node/handshake.py).
+
+    The upgrade's 101 response is held in ``head`` while the handler runs its first step, so
+    that it leaves with the handler's first frame in one write (a connect is otherwise one
+    system call more, for the client too). Whoever writes to ``transport`` directly must
+    write ``head`` first if it is set (``node/connection.py`` does); :meth:`send_data`,
+    :meth:`close` and :meth:`ping` do it themselves. Whatever the handler does, the 101 is
+    written by the loop iteration after the one whose callbacks flush the first step's
+    frames (:meth:`_head_deadline`)."""
+
+    __slots__ = ("server", "loop", "protocol", "transport", "request", "response", "identity",
+                 "refusal", "head", "_messages", "_waiter", "_fragments", "_fragments_text",
+                 "_reading_paused",
+                 "_writing_paused", "_drain_waiters", "_lost", "_timer", "_ping", "__weakref__")
+
+    def __init__(self, server: WsServer) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.protocol = ServerProtocol(max_size=server.max_size, extensions=server.extensions)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.request: Request | None = None
+        self.response: Response | None = None
+        self.identity = None
+        self.refusal: tuple[int, str] | None = None
+        #: The 101 response, until it is written with the first frame (one system call).
+        self.head: bytes | None = None
+        self._messages: list[str | bytes] | None = None  # received, not read yet
+        self._waiter: asyncio.Future | None = None  # recv() waiting for a message
+        self._fragments: list[bytes] | None = None  # a fragmented message so far
+        self._fragments_text = False  # ... and whether it is text
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiters: list[asyncio.Future] | None = None
+        self._lost = self.loop.create_future()  # done when the TCP connection is gone
+        self._timer: asyncio.TimerHandle | None = None  # open, then close, timeout
+        self._ping: tuple[bytes, asyncio.Future] | None = None
+
+    # -- what the node uses ----------------------------------------------------------
+
+    async def recv(self) -> str | bytes:
+        """The next message (``str`` for text, ``bytes`` for binary).
+
+        Raises:
+            ConnectionClosed: once the connection is closed and every message was read.
+        """
+        messages = self._messages
+        if messages:
+            message = messages.pop(0)
+            if self._reading_paused and len(messages) <= RESUME_AT:
+                self._reading_paused = False
+                self.transport.resume_reading()
+            return message
+        if self.protocol.state is _CLOSED:
+            raise self.protocol.close_exc
+        self._waiter = waiter = self.loop.create_future()
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+
+    def write_head(self) -> None:
+        """Write the 101 response now if it is still held (see ``head``)."""
+        head, self.head = self.head, None
+        if head is not None:
+            self.transport.write(head)
+
+    def send_data(self) -> None:
+        """Write what the protocol has to send (frames, or the end of the stream)."""
+        for data in self.protocol.data_to_send():
+            if data:
+                head = self.head
+                if head is not None:
+                    self.head, data = None, head + data
+                self.transport.write(data)
+            else:  # websockets' SEND_EOF: half-close, and wait (bounded) for the client's
+                if self.transport.can_write_eof():
+                    try:
+                        self.transport.write_eof()
+                    except Exception:  # noqa: BLE001 - uvloop raises if the socket is gone
+                        pass
+                else:
+                    self.transport.close()
+                self._expect_close()
+
+    async def drain(self) -> None:
+        """Return once the transport's buffer is below ``WRITE_LIMIT`` (at once if it is)."""
+        if self._writing_paused and not self._lost.done():
+            waiter = self.loop.create_future()
+            if self._drain_waiters is None:
+                self._drain_waiters = []
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    def ping(self) -> asyncio.Future:
+        """Send a ping; the future is done when its pong arrives (cancelled if the connection
+        is lost first). One ping at a time: a new one replaces the last."""
+        data = os.urandom(4)
+        pong = self.loop.create_future()
+        self._ping = (data, pong)
+        self.protocol.send_ping(data)
+        self.send_data()
+        return pong
+
+    async def close(self, code: int = WsCloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Send a close frame (if open) and wait until the TCP connection is gone: the client
+        answers, or it is dropped after the server's ``close_timeout``."""
+        if self.protocol.state is _OPEN:
+            self.protocol.send_close(code, reason)
+            self.send_data()
+            self._expect_close()
+        elif self.protocol.state is _CONNECTING:
+            self.transport.abort()
+        await asyncio.shield(self._lost)
+
+    def forget_request(self, path: str) -> None:
+        """After the handshake: keep neither the response nor the request's headers and path
+        (with the JWT). websockets' parser still references the request object, so it is
+        emptied in place rather than dropped (docs/performance.md)."""
+        self.response = None
+        request = self.request
+        if request is not None:
+            request.path = path
+            request.headers = NO_HEADERS
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_LIMIT)
+        self.server.connections.add(self)
+        if self.server.open_timeout is not None:
+            self._timer = self.loop.call_later(self.server.open_timeout, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        self.send_data()  # answers to pings and close frames, a failure's close frame
+        if protocol.close_expected():
+            self._expect_close()
+        for event in events:
+            if type(event) is Request:
+                self._start(event)
+                continue
+            opcode = event.opcode
+            if opcode is _TEXT or opcode is _BINARY or opcode is _CONT:
+                self._message_part(event)
+            elif opcode is _PONG:
+                ping = self._ping
+                if ping is not None and event.data == ping[0]:
+                    self._ping = None
+                    if not ping[1].done():
+                        ping[1].set_result(None)
+
+    def eof_received(self) -> None:
+        self.protocol.receive_eof()
+        self.protocol.events_received()
+        self.send_data()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.receive_eof()  # idempotent: the state is CLOSED from here on
+        self.server.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._lost.set_result(None)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(self.protocol.close_exc)
+        if self._ping is not None:
+            self._ping[1].cancel()
+            self._ping = None
+        self._wake_writers()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_writers()
+
+    # -- inside ----------------------------------------------------------------------
+
+    def _wake_writers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _head_deadline(self) -> None:
+        """Runs in the iteration after the handler's first step, before the callbacks that
+        step scheduled (a flush of its frames, which writes the head with them): the head is
+        written one iteration later if nothing took it by then."""
+        if self.head is not None:
+            self.loop.call_soon(self.write_head)
+
+    def _expect_close(self) -> None:
+        """The TCP connection should end soon: drop it if it has not after close_timeout."""
+        if self._timer is None and not self._lost.done():
+            self._timer = self.loop.call_later(self.server.close_timeout, self.transport.abort)
+
+    def _message_part(self, frame) -> None:
+        opcode = frame.opcode
+        if opcode is _CONT:
+            parts = self._fragments
+            if parts is None:
+                return  # the protocol has failed the connection already
+            parts.append(frame.data)
+            if not frame.fin:
+                return
+            self._fragments = None
+            data, text = b"".join(parts), self._fragments_text
+        elif not frame.fin:
+            self._fragments, self._fragments_text = [frame.data], opcode is _TEXT
+            return
+        else:
+            data, text = frame.data, opcode is _TEXT
+        if text:
+            try:
+                message: str | bytes = str(data, "utf-8")
+            except UnicodeDecodeError as exc:
+                self.protocol.fail(WsCloseCode.INVALID_DATA,
+                                   f"{exc.reason} at position {exc.start}")
+                self.send_data()
+                self._expect_close()
+                return
+        else:
+            message = bytes(data)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(message)
+            return
+        messages = self._messages
+        if messages is None:
+            self._messages = messages = []
+        messages.append(message)
+        if len(messages) >= MAX_QUEUE and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _start(self, request: Request) -> None:
+        self.request = request
+        task = self.loop.create_task(self._serve(request))
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
+
+    async def _serve(self, request: Request) -> None:
+        """The handshake's answer, then the handler for the life of the connection."""
+        server, protocol = self.server, self.protocol
+        try:
+            try:
+                response = await server.process_request(self, request)
+            except Exception:
+                log.error("process_request failed", exc_info=True)
+                response = protocol.reject(http.HTTPStatus.INTERNAL_SERVER_ERROR,
+                                           "Failed to open a WebSocket connection.\n"
+                                           "See server log for more information.\n")
+            if response is None:
+                response = protocol.accept(request)  # 400/426 for a bad upgrade
+            if response.status_code == 101 and not server.serving:
+                response = protocol.reject(http.HTTPStatus.SERVICE_UNAVAILABLE,
+                                           "Server is shutting down.\n")
+            response.headers["Server"] = server.server_header
+            if protocol.state is not _CONNECTING:
+                return  # the client went away during the handshake
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self.response = response
+            protocol.send_response(response)
+            if protocol.state is not _OPEN:
+                self.send_data()  # the refusal, then the end of the stream
+                return
+            # Upgraded: the 101 waits for the handler's first frame to go out with it.
+            self.head = b"".join(protocol.data_to_send())
+            self.loop.call_soon(self._head_deadline)
+            try:
+                await server.handler(self)
+            except Exception:
+                log.error("connection handler failed", exc_info=True)
+            self.write_head()
+            await self.close()
+        except Exception:
+            log.error("connection failed", exc_info=True)
+            self.transport.abort()
+
+
+class WsServer:
+    """Listens and serves :class:`WsConnection`s: ``await start(...)``, ``close()``,
+    ``await wait_closed()``."""
+
+    def __init__(self, handler: Handler, process_request: ProcessRequest, *,
+                 max_size: int, compression: bool = False, open_timeout: float | None = 10.0,
+                 close_timeout: float = 3.0, server_header: str = "roomcast") -> None:
+        self.handler = handler
+        self.process_request = process_request
+        self.max_size = max_size
+        self.extensions = enable_server_permessage_deflate(None) if compression else None
+        self.open_timeout = open_timeout
+        self.close_timeout = close_timeout
+        self.server_header = server_header
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[WsConnection] = set()
+        self.tasks: set[asyncio.Task] = set()
+        self.serving = False
+        self._server: asyncio.Server | None = None
+        self._closing: list[asyncio.Task] = []
+
+    async def start(self, host: str, port: int, *, backlog: int = 100) -> None:
+        self._server = await self.loop.create_server(lambda: WsConnection(self), host, port,
+                                                     backlog=backlog)
+        self.serving = True
+
+    @property
+    def sockets(self):
+        return self._server.sockets if self._server is not None else ()
+
+    def close(self, code: int = WsCloseCode.GOING_AWAY, reason: str = "") -> None:
+        """Stop accepting; upgrades in progress get 503, open connections a close frame."""
+        if not self.serving:
+            return
+        self.serving = False
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if conn.protocol.state is _OPEN:
+                self._closing.append(self.loop.create_task(conn.close(code, reason)))
+
+    async def wait_closed(self) -> None:
+        """Return once every connection's handler has returned and the listener is closed."""
+        while self.tasks or self._closing:
+            await asyncio.wait([*self.tasks, *self._closing])
+            self._closing = [t for t in self._closing if not t.done()]
+        if self._server is not None:
+            await self._server.wait_closed()
