@@ -37,19 +37,29 @@ _DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.s
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _HEADER_KEYS = frozenset({"alg", "typ", "kid"})
 _DATES = ("exp", "nbf", "iat")
+#: Distinct header segments whose verdict is remembered.
+HEADERS_KEPT = 16
+
+
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+#: Each base64url character's 6-bit value.
+_VALUE = {c: i for i, c in enumerate(_ALPHABET)}
 
 
 def _segment(text: str) -> bytes | None:
     """Unpadded canonical base64url, or None (PyJWT decides)."""
-    if len(text) % 4 == 1 or _SEGMENT.fullmatch(text) is None:
+    spare = len(text) % 4
+    if spare == 1 or _SEGMENT.fullmatch(text) is None:
+        return None
+    # Canonical: the bits of the last character that carry no data are zero (2 characters
+    # left over carry 8 bits of 12, 3 carry 16 of 18).
+    if spare and _VALUE[text[-1]] & (0x0F if spare == 2 else 0x03):
         return None
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return binascii.a2b_base64(text.encode().translate(_URL_TO_STD) + b"=" * (-spare % 4))
     except (binascii.Error, ValueError):
         return None
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != text.encode():
-        return None  # non-zero spare bits: not the canonical form
-    return raw
 
 
 class HmacFastLane:
@@ -77,6 +87,7 @@ class HmacFastLane:
         self._issuer = issuer
         self._leeway = float(leeway)
         self._require = require
+        self._headers: dict[str, Any] = {}  # header segment -> its digest (judged already)
 
     def decode(self, token: object) -> dict[str, Any] | None:
         """The token's claims if PyJWT would accept it (same claims), else None."""
@@ -86,13 +97,37 @@ class HmacFastLane:
         parts = token.split(".")
         if len(parts) != 3:
             return None
-        header_raw = _segment(parts[0])
+        digest = self._headers.get(parts[0])
+        if digest is None:
+            digest = self._header_digest(parts[0])
+            if digest is None:
+                return None
         payload_raw = _segment(parts[1])
-        signature = _segment(parts[2])
-        if header_raw is None or payload_raw is None or signature is None:
+        if payload_raw is None:
+            return None
+        signed = token[:len(parts[0]) + 1 + len(parts[1])].encode()
+        # The signature segment must be the canonical unpadded base64url of the HMAC: compared
+        # encoded, which is the same test as decoding it canonically and comparing bytes.
+        expected = base64.urlsafe_b64encode(hmac.new(key, signed, digest).digest()).rstrip(b"=")
+        if not hmac.compare_digest(parts[2].encode(), expected):
             return None
         try:
-            header = json.loads(header_raw)
+            claims = json.loads(payload_raw)
+        except (ValueError, RecursionError):
+            return None
+        if type(claims) is not dict or not self._claims_ok(claims):
+            return None
+        return claims
+
+    def _header_digest(self, segment: str):
+        """The digest a header segment names, if the lane can judge the header (else None);
+        remembered for the next tokens, which nearly always carry the same header (at most
+        ``HEADERS_KEPT`` of them: distinct ``kid`` values cannot grow it without bound)."""
+        raw = _segment(segment)
+        if raw is None:
+            return None
+        try:
+            header = json.loads(raw)
         except (ValueError, RecursionError):
             return None
         if type(header) is not dict or not header.keys() <= _HEADER_KEYS:
@@ -104,16 +139,9 @@ class HmacFastLane:
         for name in ("typ", "kid"):
             if name in header and type(header[name]) is not str:
                 return None
-        signed = token[:len(parts[0]) + 1 + len(parts[1])].encode()
-        if not hmac.compare_digest(signature, hmac.new(key, signed, digest).digest()):
-            return None
-        try:
-            claims = json.loads(payload_raw)
-        except (ValueError, RecursionError):
-            return None
-        if type(claims) is not dict or not self._claims_ok(claims):
-            return None
-        return claims
+        if len(self._headers) < HEADERS_KEPT:
+            self._headers[segment] = digest
+        return digest
 
     def _claims_ok(self, claims: dict[str, Any]) -> bool:
         for name in self._require:

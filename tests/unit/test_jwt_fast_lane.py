@@ -146,11 +146,35 @@ def test_lane_never_accepts_what_pyjwt_refuses(data, algorithms, key, audience, 
     alg = header.get("alg") if isinstance(header, dict) else None
     token = _mangle(_sign(header, claims, key, alg if isinstance(alg, str) else "HS256"), how,
                     where)
-    lane = HmacFastLane(KEY, algorithms, audience=audience, issuer=issuer, leeway=leeway,
-                        require=REQUIRED_CLAIMS)
+    # One lane per configuration for the whole run: the header verdicts it remembers from
+    # earlier examples must not change any later answer.
+    config = (algorithms, audience, issuer, leeway)
+    lane = _LANES.get(config)
+    if lane is None:
+        lane = _LANES[config] = HmacFastLane(KEY, algorithms, audience=audience, issuer=issuer,
+                                             leeway=leeway, require=REQUIRED_CLAIMS)
     fast = lane.decode(token)
     if fast is not None:
         assert fast == _pyjwt(token, algorithms, audience, issuer, leeway)
+
+
+_LANES: dict[tuple, HmacFastLane] = {}
+
+
+def test_remembered_headers_are_bounded_and_still_need_the_signature():
+    """Distinct ``kid`` values cannot grow the lane's memory; a remembered header does not
+    let a token with a wrong signature through."""
+    from roomcast.jwtfast import HEADERS_KEPT
+
+    lane = HmacFastLane(KEY, ("HS256",), audience=None, issuer=None, leeway=5,
+                        require=REQUIRED_CLAIMS)
+    for i in range(HEADERS_KEPT * 4):
+        assert lane.decode(mint_token(KEY, f"u{i}", kid=f"kid-{i}")) is not None
+    assert len(lane._headers) == HEADERS_KEPT
+    good = mint_token(KEY, "mallory", kid="kid-0")
+    forged = mint_token(OTHER, "mallory", kid="kid-0")
+    assert good.split(".")[0] == forged.split(".")[0] and good.split(".")[0] in lane._headers
+    assert lane.decode(good) is not None and lane.decode(forged) is None
 
 
 @settings(max_examples=300, deadline=None)
