@@ -1,7 +1,8 @@
 """Connect rate: new authenticated connections per second, each joining one shared room.
 
     python -m bench.connects [--users 5000] [--nodes 2]
-                             [--systems roomcast nopresence scoped tokenrooms relay]
+                             [--systems roomcast nopresence scoped tokenrooms relay
+                                        relay-wsconn relay-callbacks]
 
 Each system gets a fresh 3-server NATS cluster and ``--nodes`` edge processes; ``--users``
 distinct users then connect (``--concurrency`` upgrades in flight, spread over the nodes),
@@ -20,7 +21,10 @@ per connect.
   so there is no ``join`` frame and no ``joined`` frame;
 * ``relay``: a plain websockets + NATS relay on uvloop (no auth, no presence, no storage): a
   ``join`` subscribes the room's subject once per process and answers ``joined``. The floor any
-  Python edge pays for an upgrade, a frame each way and a NATS subscription.
+  Python edge pays for an upgrade, a frame each way and a NATS subscription;
+* ``relay-wsconn``, ``relay-callbacks``: the same relay on roomcast's own WebSocket server
+  (``node/wsconn.py``), and on websockets' Sans-I/O protocol with no task at all
+  (:mod:`bench.relays`).
 
 The load generator (:mod:`bench.wsclient`, this process) shares the machine's cores with the
 servers; it is the same for every system.
@@ -35,57 +39,11 @@ import sys
 import time
 
 from bench.harness import Cluster, machine, wait_until
+from bench.relays import KINDS as RELAYS
 from bench.wsclient import connect
 from roomcast.natsserver import NatsCluster, free_port
 
 ROOM = "big.room"
-
-
-# -- the plain relay (its own process: `python -m bench.connects --serve-relay PORT URLS`) --
-
-async def serve_relay(port: int, urls: str) -> None:
-    import json
-
-    import nats
-    from websockets.asyncio.server import serve
-
-    from roomcast.node.wire import text_frame
-
-    nc = await nats.connect(urls.split(","))
-    rooms: dict[str, set] = {}
-
-    async def handler(ws) -> None:
-        joined: list[str] = []
-        try:
-            async for raw in ws:
-                f = json.loads(raw)
-                if f.get("type") == "join":
-                    room = f["room"]
-                    members = rooms.get(room)
-                    if members is None:
-                        members = rooms[room] = set()
-
-                        async def deliver(msg, members=members) -> None:
-                            frame = text_frame(msg.data)  # framed once, written to each
-                            for m in list(members):
-                                m.transport.write(frame)
-
-                        await nc.subscribe(f"relay.{room}", cb=deliver)
-                    members.add(ws)
-                    joined.append(room)
-                    await ws.send(json.dumps({"type": "joined", "room": room, "seq": 0},
-                                              separators=(",", ":")))
-                elif f.get("type") == "publish":
-                    await nc.publish(f"relay.{f['room']}", raw.encode())
-        except Exception:  # noqa: BLE001 - the client went away
-            pass
-        finally:
-            for room in joined:
-                rooms.get(room, set()).discard(ws)
-
-    async with serve(handler, "127.0.0.1", port, compression=None, max_queue=16,
-                     ping_interval=None):
-        await asyncio.Future()
 
 
 # -- the load ------------------------------------------------------------------------------
@@ -157,7 +115,7 @@ def run_roomcast(args, system: str) -> dict:
     return out
 
 
-def run_relay(args) -> dict:
+def run_relay(args, kind: str) -> dict:
     from bench.harness import cpu_seconds
 
     nats_cluster = NatsCluster(3)
@@ -165,7 +123,7 @@ def run_relay(args) -> dict:
     procs = []
     try:
         ports = [free_port() for _ in range(args.nodes)]
-        procs = [subprocess.Popen([sys.executable, "-m", "bench.connects", "--serve-relay",
+        procs = [subprocess.Popen([sys.executable, "-m", "bench.relays", kind,
                                    str(port), ",".join(nats_cluster.urls)],
                                   start_new_session=True) for port in ports]
         for port in ports:
@@ -199,25 +157,19 @@ def _listening(port: int) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--serve-relay", nargs=2, metavar=("PORT", "URLS"), help=argparse.SUPPRESS)
     ap.add_argument("--users", type=int, default=5000)
     ap.add_argument("--nodes", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=100, help="upgrades in flight")
     ap.add_argument("--systems", nargs="+", default=["roomcast", "nopresence", "relay"],
-                    choices=["roomcast", "nopresence", "scoped", "tokenrooms", "relay"])
+                    choices=["roomcast", "nopresence", "scoped", "tokenrooms", *RELAYS])
     args = ap.parse_args()
-    if args.serve_relay:
-        import uvloop
-
-        uvloop.run(serve_relay(int(args.serve_relay[0]), args.serve_relay[1]))
-        return
     print(f"# {machine()}; {args.users} distinct users into one room over {args.nodes} nodes, "
           f"{args.concurrency} upgrades in flight")
     print("| system | joined | connects/s | edge CPU per connect | (connect phase only) "
           "| frames received per connect |")
     print("|---|---|---|---|---|---|")
     for system in args.systems:
-        out = run_relay(args) if system == "relay" else run_roomcast(args, system)
+        out = run_relay(args, system) if system in RELAYS else run_roomcast(args, system)
         rate = out["joined"] / out["elapsed"]
         print(f"| {system} | {out['joined']} | {rate:,.0f} | "
               f"{out['cpu'] / max(1, out['joined']) * 1e6:,.0f} µs | "
