@@ -8,7 +8,7 @@ Each system gets a fresh 3-server NATS cluster and ``--nodes`` edge processes; `
 distinct users then connect (``--concurrency`` upgrades in flight, spread over the nodes),
 each sends one ``join`` of the same room and waits for its ``joined``; the connections stay
 open, so the room fills to ``--users`` members. Printed: connects/s (first upgrade to last
-``joined``), edge CPU per connect (including closing the connections afterwards, and for the
+``joined``), the error frames received instead of a ``joined`` (not retried), edge CPU per connect (including closing the connections afterwards, and for the
 connect phase alone: read at the last ``joined``) and the frames the load generator received
 per connect.
 
@@ -56,16 +56,21 @@ async def connect_all(ports: list[int], paths: list[str], concurrency: int,
     done_prefix = b'{"type":"welcome"' if at_handshake else b'{"type":"joined"'
     frames = 0
     joined = 0
+    errors = 0
     done = asyncio.Event()
     n = len(paths)
 
     def on_frame(raw: bytes) -> None:
-        nonlocal frames, joined
+        nonlocal frames, joined, errors
         frames += 1
         if raw.startswith(done_prefix):
             joined += 1
-            if joined == n:
-                done.set()
+        elif raw.startswith(b'{"type":"error"'):
+            errors += 1  # e.g. a join refused "unavailable" (NATS too slow): not retried here
+        else:
+            return
+        if joined + errors == n:
+            done.set()
 
     protos = []
     sem = asyncio.Semaphore(concurrency)
@@ -89,7 +94,8 @@ async def connect_all(ports: list[int], paths: list[str], concurrency: int,
     for p in protos:
         p.transport.close()
     await asyncio.sleep(0.5)
-    return {"joined": joined, "elapsed": elapsed, "frames": frames, "cpu_at_joined": at_joined}
+    return {"joined": joined, "elapsed": elapsed, "frames": frames, "cpu_at_joined": at_joined,
+            "errors": errors}
 
 
 def run_roomcast(args, system: str) -> dict:
@@ -165,13 +171,13 @@ def main() -> None:
     args = ap.parse_args()
     print(f"# {machine()}; {args.users} distinct users into one room over {args.nodes} nodes, "
           f"{args.concurrency} upgrades in flight")
-    print("| system | joined | connects/s | edge CPU per connect | (connect phase only) "
-          "| frames received per connect |")
-    print("|---|---|---|---|---|---|")
+    print("| system | joined | error frames | connects/s | edge CPU per connect "
+          "| (connect phase only) | frames received per connect |")
+    print("|---|---|---|---|---|---|---|")
     for system in args.systems:
         out = run_relay(args, system) if system in RELAYS else run_roomcast(args, system)
         rate = out["joined"] / out["elapsed"]
-        print(f"| {system} | {out['joined']} | {rate:,.0f} | "
+        print(f"| {system} | {out['joined']} | {out['errors']} | {rate:,.0f} | "
               f"{out['cpu'] / max(1, out['joined']) * 1e6:,.0f} µs | "
               f"{out['cpu_at_joined'] / max(1, out['joined']) * 1e6:,.0f} µs | "
               f"{out['frames'] / max(1, out['joined']):,.1f} |", flush=True)
