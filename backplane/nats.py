@@ -31,6 +31,10 @@ from roomcast.logs import redact
 
 log = logging.getLogger("roomcast.backplane")
 
+#: Longest pause between retries of a JetStream request answered "no responders" (0.1, 0.2,
+#: 0.4, 0.8 s: ~1.5 s in all).
+NO_RESPONDERS_RETRY_MAX = 0.8
+
 __all__ = ["NatsBackplane", "NatsConfig"]  # NatsConfig lives in natsconfig.py
 
 
@@ -392,6 +396,26 @@ class NatsBackplane:
         finally:
             del self._hist_waiters[token]
 
+    async def _request(self, subject: str, payload: bytes, what: str):
+        """A JetStream API request; every failure is a :class:`BackplaneError` naming
+        ``what``. "No responders" is retried for up to ~1.5 s: it is what a direct get or a
+        message get answers while a stream's servers are not serving it yet (just created,
+        or between leaders)."""
+        pause = 0.1
+        while True:
+            try:
+                return await self._nc.request(subject, payload, timeout=5.0)
+            except nats.errors.NoRespondersError:
+                if pause > NO_RESPONDERS_RETRY_MAX:
+                    raise BackplaneError(f"{what}: no JetStream server answers") from None
+                await asyncio.sleep(pause)
+                pause *= 2
+            except nats.errors.TimeoutError as exc:
+                raise BackplaneError(f"{what} timed out") from exc
+            except (nats.errors.BadSubjectError, nats.errors.ConnectionClosedError,
+                    nats.errors.ConnectionReconnectingError) as exc:
+                raise BackplaneError(f"{what} refused: {exc}") from None
+
     async def last_seq(self, room: str, *, leader: bool = False) -> int:
         if self.layout.place(room).ephemeral:
             return 0
@@ -399,12 +423,7 @@ class NatsBackplane:
             return await self._leader_last_seq(room)
         place = self.layout.place(room)
         subject = f"{subjects.direct_get(place.stream)}.{place.subject}"
-        try:
-            msg = await self._nc.request(subject, b"", timeout=5.0)
-        except nats.errors.TimeoutError as exc:
-            raise BackplaneError(f"last_seq of {room!r} timed out") from exc
-        except nats.errors.BadSubjectError as exc:
-            raise BackplaneError(f"last_seq of {room[:80]!r} refused: {exc}") from None
+        msg = await self._request(subject, b"", f"last_seq of {room[:80]!r}")
         h = msg.headers or {}
         if h.get("Status"):
             return 0
@@ -422,12 +441,7 @@ class NatsBackplane:
         """The sequence of ``stream``'s newest message on ``subject`` (wildcards allowed), 0
         when there is none, from the stream's leader: what a replica's read must reach."""
         req = msgspec.json.encode({"last_by_subj": subject})
-        try:
-            msg = await self._nc.request(subjects.msg_get(stream), req, timeout=5.0)
-        except nats.errors.TimeoutError as exc:
-            raise BackplaneError(f"{what} timed out") from exc
-        except nats.errors.BadSubjectError as exc:
-            raise BackplaneError(f"{what} refused: {exc}") from None
+        msg = await self._request(subjects.msg_get(stream), req, what)
         reply = json.loads(msg.data)
         err = reply.get("error")
         if err is not None:

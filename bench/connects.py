@@ -73,14 +73,22 @@ async def connect_all(ports: list[int], paths: list[str], concurrency: int,
             done.set()
 
     protos = []
+    seen: dict[int, list[bytes]] = {}  # per client: the starts of the frames it received
     sem = asyncio.Semaphore(concurrency)
     join = b'{"type":"join","room":"%s"}' % ROOM.encode()
 
+    def frame_of(i: int):
+        def on(raw: bytes) -> None:
+            seen.setdefault(i, []).append(raw[:24])
+            on_frame(raw)
+        return on
+
     async def one(i: int) -> None:
         async with sem:
-            p = await connect("127.0.0.1", ports[i % len(ports)], paths[i], on_frame)
+            p = await connect("127.0.0.1", ports[i % len(ports)], paths[i], frame_of(i))
             if not at_handshake:
                 p.send_text(join)
+            p.index = i
             protos.append(p)
 
     t0 = time.monotonic()
@@ -91,6 +99,15 @@ async def connect_all(ports: list[int], paths: list[str], concurrency: int,
         pass
     elapsed = time.monotonic() - t0
     at_joined = edge_cpu() if edge_cpu is not None else None
+    if joined + errors < n:  # say what the clients left waiting got
+        import sys
+
+        for p in protos:
+            got = seen.get(p.index, [])
+            if not any(g.startswith(done_prefix) for g in got):
+                print(f"  client {p.index} (port {ports[p.index % len(ports)]}): frames {got}, "
+                      f"close code {p.close_code}, closing {p.transport.is_closing()}",
+                      file=sys.stderr)
     for p in protos:
         p.transport.close()
     await asyncio.sleep(0.5)

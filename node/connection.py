@@ -165,9 +165,9 @@ class Connection(SessionRequests):
         if transport.get_write_buffer_size() + len(data) > self._limit:
             self.overflow()
             return False
-        if ws.head is not None:
-            ws.write_head()
         try:
+            if ws.head is not None:
+                ws.write_head()
             transport.write(data)
         except Exception:  # noqa: BLE001 - transport failed; the read loop sees the close
             self._closing = True

@@ -119,11 +119,15 @@ class WsConnection(asyncio.Protocol):
     def write_head(self) -> None:
         """Write the 101 response now if it is still held (see ``head``)."""
         head, self.head = self.head, None
-        if head is not None:
+        if head is not None and not self._lost.done():
             self.transport.write(head)
 
     def send_data(self) -> None:
-        """Write what the protocol has to send (frames, or the end of the stream)."""
+        """Write what the protocol has to send (frames, or the end of the stream); nothing
+        once the connection is lost (the transport would refuse it)."""
+        if self._lost.done():
+            self.protocol.data_to_send()
+            return
         for data in self.protocol.data_to_send():
             if data:
                 head = self.head
@@ -332,12 +336,14 @@ class WsConnection(asyncio.Protocol):
             # Upgraded: the 101 waits for the handler's first frame to go out with it.
             self.head = b"".join(protocol.data_to_send())
             self.loop.call_soon(self._head_deadline)
+            code = WsCloseCode.NORMAL_CLOSURE
             try:
                 await server.handler(self)
             except Exception:
                 log.error("connection handler failed", exc_info=True)
+                code = WsCloseCode.INTERNAL_ERROR  # 1011, no details (as websockets does)
             self.write_head()
-            await self.close()
+            await self.close(code)
         except Exception:
             log.error("connection failed", exc_info=True)
             self.transport.abort()

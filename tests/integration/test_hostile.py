@@ -75,6 +75,20 @@ async def test_a_bad_subject_fails_that_request_only(nodes):
     assert res.seq > 0 and reconnects(a) == before and bp.connected
 
 
+async def test_a_stream_nobody_serves_yet_is_a_backplane_error_after_a_short_retry(nodes):
+    """"No responders" (a direct get before any server serves the stream: just created, or
+    between leaders) is retried briefly, then a BackplaneError, which a join turns into an
+    `unavailable` error frame. It once escaped as nats' own error and closed the connection."""
+    from roomcast.backplane import subjects
+
+    a, _ = nodes
+    t0 = asyncio.get_running_loop().time()
+    with pytest.raises(BackplaneError, match="no JetStream server answers"):
+        await a.backplane._request(f"{subjects.direct_get('NO_SUCH_STREAM')}.x", b"",
+                                   "last_seq of 'x'")
+    assert asyncio.get_running_loop().time() - t0 >= 1.0  # retried, not refused at once
+
+
 async def test_two_users_cannot_affect_each_others_publishes(nodes):
     """Idempotency keys are per (user, id), unambiguous and unaltered: `col` + `x:y` and
     `col:x` + `y` are two messages; ids differing in whitespace are two messages; a user whose

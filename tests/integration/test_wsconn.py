@@ -124,6 +124,22 @@ async def test_the_first_frame_goes_out_with_the_101_and_a_returning_handler_clo
         await _stop(server)
 
 
+async def test_a_handler_that_fails_closes_1011_without_details():
+    async def fails(ws: WsConnection) -> None:
+        await ws.recv()
+        raise RuntimeError("a bug with a secret in it")
+
+    server, url = await _server(fails)
+    try:
+        async with connect(url, compression=None) as ws:
+            await ws.send("x")
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10 * UNIT)
+            assert closed.value.rcvd.code == 1011 and "secret" not in closed.value.rcvd.reason
+    finally:
+        await _stop(server)
+
+
 async def test_fragmented_messages_are_reassembled_and_bounded_by_max_size():
     server, url = await _server(max_size=100)
     try:
