@@ -40,6 +40,17 @@ async def _server(handler=_echo, process_request=_accept, **kw) -> tuple[WsServe
     return server, f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws"
 
 
+async def _until(condition, seconds: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``seconds`` (scaled by UNIT)."""
+    deadline = asyncio.get_running_loop().time() + seconds * UNIT
+    while True:
+        if condition():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
 async def _stop(server: WsServer) -> None:
     server.close()
     await asyncio.wait_for(server.wait_closed(), 10 * UNIT)
@@ -189,20 +200,14 @@ async def test_a_flood_the_handler_does_not_read_pauses_reading_and_loses_nothin
             ws.transport.set_write_buffer_limits(high=2**25)  # the client just pushes
             sending = asyncio.ensure_future(asyncio.gather(
                 *(ws.send(f"{i:05d}" + "x" * 100) for i in range(n))))
-            for _ in range(500):
-                if conns and conns[0]._reading_paused:
-                    break
-                await asyncio.sleep(0.01)
+            await _until(lambda: conns and conns[0]._reading_paused)
             await asyncio.sleep(0.2)  # time to read more, had reading not stopped
             conn = conns[0]
             assert conn._reading_paused
             one_read = 256 * 1024 // 108 + 1  # uvloop reads at most 256 KiB at a time
             assert len(conn._messages) <= MAX_QUEUE + one_read < n
             release.set()
-            for _ in range(3000):
-                if len(seen) == n:
-                    break
-                await asyncio.sleep(0.01)
+            await _until(lambda: len(seen) == n, 30.0)
             await sending
             assert [int(m[:5]) for m in seen] == list(range(n))
     finally:
@@ -221,16 +226,10 @@ async def test_ping_is_answered_by_the_client_and_a_lost_connection_cancels_it()
     server, url = await _server(pings)
     try:
         ws = await connect(url, compression=None, ping_interval=None)
-        for _ in range(500):
-            if len(pongs) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: len(pongs) == 2)
         assert pongs[0].done() and not pongs[0].cancelled()
         ws.transport.abort()  # gone without answering the second ping (maybe)
-        for _ in range(1000):
-            if not server.connections:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: not server.connections)
         assert not server.connections and pongs[1].done()
     finally:
         await _stop(server)
@@ -244,7 +243,7 @@ async def test_an_upgrade_never_completed_is_dropped_after_open_timeout():
         writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # and never the rest
         assert await asyncio.wait_for(reader.read(), 10 * UNIT) == b""
         writer.close()
-        assert not server.connections
+        await _until(lambda: not server.connections)
     finally:
         await _stop(server)
 
