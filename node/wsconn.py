@@ -6,13 +6,14 @@ sizes, close codes — and writes every byte the handshake and control frames ne
 only moves bytes between the transport and that protocol, and hands whole messages to one task
 per connection. It replaces websockets' own asyncio server, whose per-connection machinery
 (a handshake future and task, the message assembler and its conditions, a send lock, the
-keepalive) cost about as much CPU per connect as everything roomcast does itself
-(docs/performance.md, "The cost of a connect"). What that server did and this one keeps:
+keepalive) was ~40 % of a plain relay's CPU per connect (docs/performance.md, "The cost of a
+connect: the node's own WebSocket server"). What that server did and this one keeps:
 
 * ``open_timeout``: a client that does not complete its upgrade in time is dropped;
 * ``close_timeout``: a client that does not answer our close frame is dropped;
-* at most ``MAX_QUEUE`` received messages wait for the reader, then reading pauses (a flood
-  fills the kernel's buffers, not the node's memory);
+* once ``MAX_QUEUE`` received messages wait for the reader, reading pauses (what one read
+  from the socket held is queued still; a flood then fills the kernel's buffers, not the
+  node's memory);
 * text frames are checked to be UTF-8 (else 1007), messages are reassembled from fragments
   within ``max_size`` (else 1009), pings are answered, pongs matched to our ping;
 * writes past ``WRITE_LIMIT`` make :meth:`WsConnection.drain` wait (flow control);
@@ -68,8 +69,8 @@ class WsConnection(asyncio.Protocol):
 
     __slots__ = ("server", "loop", "protocol", "transport", "request", "response", "identity",
                  "refusal", "head", "_messages", "_waiter", "_fragments", "_fragments_text",
-                 "_reading_paused",
-                 "_writing_paused", "_drain_waiters", "_lost", "_timer", "_ping", "__weakref__")
+                 "_reading_paused", "_writing_paused", "_drain_waiters", "_lost", "_timer",
+                 "_ping", "__weakref__")
 
     def __init__(self, server: WsServer) -> None:
         self.server = server
