@@ -50,6 +50,18 @@ class _Rooms:
             await self.nc.subscribe(f"relay.{room}", cb=deliver)
         members.add(member)
 
+    async def frame(self, raw: str | bytes, member, joined: list[str]) -> bytes | None:
+        """Act on one client frame; the ``joined`` reply to send, if it was a join."""
+        f = json.loads(raw)
+        if f.get("type") == "join":
+            await self.join(f["room"], member)
+            joined.append(f["room"])
+            return _joined(f["room"])
+        if f.get("type") == "publish":
+            await self.nc.publish(f"relay.{f['room']}",
+                                  raw.encode() if isinstance(raw, str) else raw)
+        return None
+
     def leave(self, rooms: list[str], member) -> None:
         for room in rooms:
             self.members.get(room, set()).discard(member)
@@ -62,13 +74,8 @@ async def serve_asyncio(port: int, rooms: _Rooms) -> None:
         joined: list[str] = []
         try:
             async for raw in ws:
-                f = json.loads(raw)
-                if f.get("type") == "join":
-                    await rooms.join(f["room"], ws)
-                    joined.append(f["room"])
-                    await ws.send(_joined(f["room"]).decode())
-                elif f.get("type") == "publish":
-                    await rooms.nc.publish(f"relay.{f['room']}", raw.encode())
+                if (reply := await rooms.frame(raw, ws, joined)) is not None:
+                    await ws.send(reply.decode())
         except Exception:  # noqa: BLE001 - the client went away
             pass
         finally:
@@ -86,15 +93,9 @@ async def serve_wsconn(port: int, rooms: _Rooms) -> None:
         joined: list[str] = []
         try:
             while True:
-                raw = await ws.recv()
-                f = json.loads(raw)
-                if f.get("type") == "join":
-                    await rooms.join(f["room"], ws)
-                    joined.append(f["room"])
-                    ws.protocol.send_text(_joined(f["room"]))
+                if (reply := await rooms.frame(await ws.recv(), ws, joined)) is not None:
+                    ws.protocol.send_text(reply)
                     ws.send_data()
-                elif f.get("type") == "publish":
-                    await rooms.nc.publish(f"relay.{f['room']}", raw.encode())
         except Exception:  # noqa: BLE001 - the client went away
             pass
         finally:

@@ -132,12 +132,8 @@ class Connection(SessionRequests):
         ws = self.ws
         if ws.protocol.state is not State.OPEN:
             return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        if ws.head is not None:  # the first frames: the 101 response goes out with them
-            data = ws.head + data
-            ws.head = None
         try:
-            ws.transport.write(data)
+            ws.write(out[0] if len(out) == 1 else b"".join(out))  # the first: after the 101
         except Exception:  # noqa: BLE001 - transport failed; the read loop sees the close
             self._closing = True
 

@@ -62,8 +62,8 @@ class WsConnection(asyncio.Protocol):
     The upgrade's 101 response is held in ``head`` while the handler runs its first step, so
     that it leaves with the handler's first frame in one write (a connect is otherwise one
     system call more, for the client too). Whoever writes to ``transport`` directly must
-    write ``head`` first if it is set (``node/connection.py`` does); :meth:`send_data`,
-    :meth:`close` and :meth:`ping` do it themselves. Whatever the handler does, the 101 is
+    write ``head`` first if it is set (:meth:`write` does; ``node/connection.py`` uses it for
+    a connection's own frames); :meth:`send_data`, :meth:`close` and :meth:`ping` do too. Whatever the handler does, the 101 is
     written by the loop iteration after the one whose callbacks flush the first step's
     frames (:meth:`_head_deadline`)."""
 
@@ -123,6 +123,13 @@ class WsConnection(asyncio.Protocol):
         if head is not None and not self._lost.done():
             self.transport.write(head)
 
+    def write(self, data: bytes) -> None:
+        """Write pre-framed bytes, after the held 101 if it is still held (one system call)."""
+        head = self.head
+        if head is not None:
+            self.head, data = None, head + data
+        self.transport.write(data)
+
     def send_data(self) -> None:
         """Write what the protocol has to send (frames, or the end of the stream); nothing
         once the connection is lost (the transport would refuse it)."""
@@ -131,10 +138,7 @@ class WsConnection(asyncio.Protocol):
             return
         for data in self.protocol.data_to_send():
             if data:
-                head = self.head
-                if head is not None:
-                    self.head, data = None, head + data
-                self.transport.write(data)
+                self.write(data)
             else:  # websockets' SEND_EOF: half-close, and wait (bounded) for the client's
                 if self.transport.can_write_eof():
                     try:
