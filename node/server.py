@@ -41,6 +41,7 @@ from roomcast.node.lean import tune_gc
 from roomcast.node.metrics import NodeMetrics, probe_loop_lag
 from roomcast.node.peer import Peer, PeerLimits
 from roomcast.node.presence_out import PresenceOut
+from roomcast.node.readiness import Readiness
 from roomcast.node.replaycache import ReplayCache
 from roomcast.node.rooms import RoomRegistry
 from roomcast.node.wsconn import WsConnection, WsServer
@@ -57,12 +58,6 @@ log = logging.getLogger("roomcast.node")
 #: that never answered the close, closing NATS) are given this much, no more.
 FORCED_STOP_SECONDS = 2.0
 CLOSE_TIMEOUT = 3.0  # seconds a client gets to answer our close frame
-#: Seconds between the background checks that the stream answers (readiness reads the result).
-STREAM_CHECK_INTERVAL = 2.0
-#: Seconds the stream may fail to answer before the node reports unready: longer than a
-#: JetStream leader election (4-9 s measured), so one election does not take every edge pod out
-#: of its Service at once; a disconnected NATS connection is unready at once.
-STREAM_STALE_AFTER = 15.0
 
 
 class Deadline:
@@ -136,8 +131,7 @@ class Node:
         self._keepalive_task: asyncio.Task | None = None
         self._expiry_task: asyncio.Task | None = None
         self._lag_task: asyncio.Task | None = None
-        self._stream_task: asyncio.Task | None = None
-        self._stream_seen: float | None = None  # monotonic time the stream last answered
+        self._readiness = Readiness(self)
         self.draining = False
         self._server: WsServer | None = None
         self._internal: InternalServer | None = None
@@ -198,8 +192,7 @@ class Node:
                               f"({cfg.host}:{cfg.port} or internal {cfg.internal_host or cfg.host}"
                               f":{cfg.internal_port})") from None
         if isinstance(self.backplane, NatsBackplane):
-            self._stream_seen = time.monotonic()  # start() just created or read the stream
-            self._stream_task = self.spawn(self._check_stream())
+            self._readiness.start()
         if cfg.ping_interval:
             self._keepalive_task = self.spawn(
                 self._keepalive(cfg.ping_interval, cfg.ping_timeout or cfg.ping_interval))
@@ -268,8 +261,7 @@ class Node:
             self._expiry_task.cancel()
         if self._lag_task is not None:
             self._lag_task.cancel()
-        if self._stream_task is not None:
-            self._stream_task.cancel()
+        self._readiness.stop()
         log.info("draining", extra={"connections": len(self.connections)})
         # Keep listening while draining: /readyz answers 503 "draining", /metrics shows the
         # drain, and new upgrades get 503 (see _process_request). The listener closes last.
@@ -420,15 +412,6 @@ class Node:
         else:
             self.spawn(self.stop())
 
-    async def _check_stream(self) -> None:
-        """Every ``STREAM_CHECK_INTERVAL``: do the streams answer, with the settings this node
-        needs, and the same epoch? Readiness reads the result instead of asking JetStream per
-        probe; a recreated stream is noticed here (``_epoch_changed``)."""
-        while not self.draining:
-            await asyncio.sleep(STREAM_CHECK_INTERVAL)
-            if await self.backplane.check_streams():
-                self._stream_seen = time.monotonic()
-
     def _epoch_changed(self, epoch: str, stream: str) -> None:
         """A rooms stream was deleted and created again: the positions of its rooms are from
         the old incarnation. Those rooms forget theirs (new messages are not dropped as
@@ -460,21 +443,8 @@ class Node:
         return verify_token(token, self.config.auth)
 
     async def readiness(self) -> tuple[bool, str]:
-        """Local state only, no network call (probes must be cheap): not draining, NATS
-        connected, and the stream answered within ``STREAM_STALE_AFTER`` seconds."""
-        if self.draining:
-            return False, "draining"
-        if not self.backplane.connected:
-            return False, "nats disconnected"
-        seen = self._stream_seen
-        if seen is not None and time.monotonic() - seen > STREAM_STALE_AFTER:
-            return False, "stream unreachable"
-        problem = getattr(self.backplane, "stream_problem", None)
-        if problem:
-            return False, "streams differ from this node's settings (see the log)"
-        if self.config.presence is not None and self.presence is None:
-            return False, "presence not started"
-        return True, "ready"
+        """Local state only, no network call (probes must be cheap): ``node/readiness.py``."""
+        return self._readiness.answer()
 
     async def _handle(self, ws: WsConnection) -> None:
         refusal = ws.refusal
