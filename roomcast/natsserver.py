@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,8 +34,35 @@ def nats_server_binary() -> str:
     )
 
 
+#: Where :func:`free_port` looks first: below the kernel's ephemeral range.
+LISTEN_PORTS_FROM = 10_000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
+    """A TCP port that was free a moment ago on ``host``, for a server to listen on later.
+
+    Taken from below the kernel's ephemeral range when there is room: a port from that range
+    (what binding port 0 gives) can meanwhile be handed to an *outgoing* connection — a NATS
+    client's, a test client's — which then holds it for as long as it lives, and the server
+    fails with "address already in use" (seen under load in ``make test``)."""
+    low, _ = _ephemeral_range()
+    if low - LISTEN_PORTS_FROM >= 1000:
+        for _ in range(50):
+            port = random.randrange(LISTEN_PORTS_FROM, low)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
