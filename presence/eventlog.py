@@ -106,18 +106,19 @@ class EventLog:
 
     def add(self, room: str, event: bytes, msg_id: str) -> None:
         """One event of this node; ``msg_id`` is unique to it (``<instance>:<counter>``)."""
-        self._enqueue(room, [_Batch([event], msg_id, False)])
+        self._enqueue(room, [_Batch([event], msg_id, False)], 1)
 
     def add_fixed(self, room: str, events: list[tuple[str, bytes]], prefix: str) -> None:
         """Events every survivor of a dead node stores alike (see :func:`fixed_batches`)."""
-        self._enqueue(room, fixed_batches(room, events, prefix))
+        self._enqueue(room, fixed_batches(room, events, prefix), len(events))
 
-    def _enqueue(self, room: str, batches: list[_Batch]) -> None:
+    def _enqueue(self, room: str, batches: list[_Batch], n: int) -> None:
+        """Queue ``batches`` (``n`` events in all) and make sure the room's store loop runs."""
         q = self._queues.get(room)
         if q is None:
             q = self._queues[room] = deque()
         q.extend(batches)
-        self.pending += sum(len(b.events) for b in batches)
+        self.pending += n
         if self.pending > MAX_PENDING:
             self._shed()
         if room not in self._tasks:

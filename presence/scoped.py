@@ -50,7 +50,6 @@ from roomcast.presence.wire import (
     enc,
     event_bytes,
     from_wire,
-    to_wire,
 )
 from roomcast.presence.writer import RecordWriter
 
@@ -185,7 +184,7 @@ class ScopedTracker(PresenceTracker):
         if now - self._republished < 1.0:
             return
         self._republished = now
-        sends = [self.writer.record(self.state.next_counter(), True, to_wire(c))
+        sends = [self.writer.record(self.state.next_counter(), True, c)
                  for c in self.state.snapshot_of(self.instance)]
         if sends:
             self._spawn(self.writer.send(sends))

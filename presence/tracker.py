@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from roomcast.backplane import subjects
 from roomcast.errors import ConfigError
 from roomcast.presence.eventlog import EventLog
-from roomcast.presence.state import Conn, Delta, Op, PresenceState, Transition
+from roomcast.presence.state import NO_INFO, OPS, Conn, Delta, Op, PresenceState, Transition
 from roomcast.presence.wire import (
     Deltas,
     Heartbeat,
@@ -38,7 +38,6 @@ from roomcast.presence.wire import (
     enc,
     event_bytes,
     from_wire,
-    to_wire,
 )
 
 log = logging.getLogger("roomcast.presence")
@@ -188,7 +187,7 @@ class PresenceTracker:
     # -- local changes -----------------------------------------------------------------
 
     def track(self, room: str, conn_id: str, user: str, info: dict) -> None:
-        c = Conn(room, conn_id, user, self.instance, int(time.time() * 1000), info)
+        c = Conn(room, conn_id, user, self.instance, int(time.time() * 1000), info or NO_INFO)
         delta, trans = self.state.track(c)
         self._emit(delta, trans)
 
@@ -223,7 +222,7 @@ class PresenceTracker:
     def _emit(self, delta: Delta, trans: list[Transition]) -> None:
         if not self._outbox and not self._evictions:
             asyncio.get_running_loop().call_later(DELTA_BATCH, self._send_deltas)
-        self._outbox.append(Step(delta.counter, delta.op.value, to_wire(delta.conn)))
+        self._outbox.append(Step(delta.counter, delta.op.value, delta.conn))
         # A local change makes at most one transition, of its own connection.
         first = bool(trans) and delta.op is Op.JOIN
         last = bool(trans) and delta.op is Op.LEAVE
@@ -263,7 +262,7 @@ class PresenceTracker:
         self.deltas_received += len(steps)
         out: list[Transition] = []
         for step in steps:
-            trans, need_sync = self.state.apply_delta(Delta(d.origin, step.counter, Op(step.op),
+            trans, need_sync = self.state.apply_delta(Delta(d.origin, step.counter, OPS[step.op],
                                                             from_wire(step.conn)))
             if need_sync:
                 self._request_snapshot(d.origin)
@@ -339,7 +338,7 @@ class PresenceTracker:
         if not msg.reply:
             return
         snap = Snapshot(self.instance, self.node_id, self.state.counter,
-                         [to_wire(c) for c in self.state.snapshot_of(self.instance)])
+                         self.state.snapshot_of(self.instance))
         await msg.respond(enc.encode(snap))
 
     async def _on_evict(self, msg: Msg) -> None:

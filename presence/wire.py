@@ -11,29 +11,20 @@ from typing import Any
 
 import msgspec
 
-from roomcast.presence.state import Conn, Op
-
-
-class WireConn(msgspec.Struct, array_like=True):
-    room: str
-    conn: str
-    user: str
-    node: str
-    joined_at: int
-    info: dict[str, Any] = {}
+from roomcast.presence.state import NO_INFO, Conn, Op
 
 
 class OneDelta(msgspec.Struct):
     origin: str
     counter: int
     op: str
-    conn: WireConn
+    conn: Conn
 
 
 class Step(msgspec.Struct, array_like=True):
     counter: int
     op: str
-    conn: WireConn
+    conn: Conn
 
 
 class Deltas(msgspec.Struct):
@@ -49,7 +40,7 @@ class DeltaMessage(msgspec.Struct):
     origin: str
     counter: int = 0
     op: str = ""
-    conn: WireConn | None = None
+    conn: Conn | None = None
     deltas: list[Step] | None = None
 
 
@@ -57,7 +48,7 @@ class Snapshot(msgspec.Struct):
     origin: str
     node: str
     counter: int
-    conns: list[WireConn]
+    conns: list[Conn]
 
 
 class Heartbeat(msgspec.Struct):
@@ -95,19 +86,12 @@ def event_bytes(op: Op, c: Conn, first: bool, last: bool, reason: str) -> bytes:
                                     int(time.time() * 1000), first, last, reason, c.info))
 
 
-def to_wire(c: Conn) -> WireConn:
-    return WireConn(c.room, c.conn, c.user, c.node, c.joined_at, c.info)
-
-
-_NO_INFO: dict = {}  # shared by every entry without info (never mutated)
-
-
-def from_wire(w: WireConn) -> Conn:
-    """An entry from the wire. Every node holds one per connection in the cluster, so the
-    strings many entries share (room, node) are interned and an empty ``info`` is one dict:
-    ~170 bytes less per entry (bench.clustersize)."""
+def from_wire(w: Conn) -> Conn:
+    """An entry as decoded from the wire, to be kept. Every node holds one per connection in
+    the cluster, so the strings many entries share (room, node) are interned and an empty
+    ``info`` is one dict: ~170 bytes less per entry (bench.clustersize)."""
     return Conn(sys.intern(w.room), w.conn, w.user, sys.intern(w.node), w.joined_at,
-                w.info or _NO_INFO)
+                w.info or NO_INFO)
 
 
 @dataclass
@@ -125,7 +109,7 @@ class Record(msgspec.Struct, array_like=True):
 
     counter: int
     alive: bool
-    conn: WireConn
+    conn: Conn
 
 
 class PeerSnapshot(msgspec.Struct):

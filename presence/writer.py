@@ -17,7 +17,8 @@ import nats.errors
 
 from roomcast.backplane import subjects
 from roomcast.backplane.natsclient import decode_ack
-from roomcast.presence.wire import Record, WireConn, enc
+from roomcast.presence.state import Conn
+from roomcast.presence.wire import Record, enc
 
 log = logging.getLogger("roomcast.presence")
 
@@ -53,7 +54,7 @@ class RecordWriter:
         """Records not acknowledged yet."""
         return len(self._unacked)
 
-    def record(self, counter: int, alive: bool, c: WireConn) -> Send:
+    def record(self, counter: int, alive: bool, c: Conn) -> Send:
         """The publish of one record (sent by :meth:`send`), now awaiting its ack."""
         subject = subjects.presence_entry(self.instance, c.conn, c.room)
         payload = enc.encode(Record(counter, alive, c))
