@@ -28,7 +28,7 @@ class Step(msgspec.Struct, array_like=True):
 
 
 class Deltas(msgspec.Struct):
-    """The deltas of one ``DELTA_BATCH``, in counter order: one NATS message."""
+    """The deltas of one batch (presence/tracker.py), in counter order: one NATS message."""
 
     origin: str
     deltas: list[Step]
