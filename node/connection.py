@@ -232,7 +232,7 @@ class Connection(SessionRequests):
             self.flush()  # what was queued goes out before the close frame
         self._out = None
         self._closing = True
-        self.node.metrics.closes.labels(code=str(int(code))).inc()
+        self.node.metrics.count_close(int(code))
         self.node.spawn(self.ws.close(int(code), reason))
 
     # -- the read loop ---------------------------------------------------------------
@@ -277,10 +277,10 @@ class Connection(SessionRequests):
 
     def _count_error(self, frame: bytes) -> None:
         start = frame.find(b'"code":"') + 8
-        self.node.metrics.errors.labels(code=frame[start:frame.find(b'"', start)].decode()).inc()
+        self.node.metrics.count_error(frame[start:frame.find(b'"', start)].decode())
 
     def _error(self, code: ErrorCode, message: str, rid: p.Rid, room: str | None) -> None:
-        self.node.metrics.errors.labels(code=code.value).inc()
+        self.node.metrics.count_error(code.value)
         self.send_frame(p.error(code, message, rid, room))
 
     def resume_token(self) -> str:

@@ -127,6 +127,29 @@ class NodeMetrics:
         self.draining = Gauge("roomcast_draining", "1 while the node drains", registry=r)
         self.info = Gauge("roomcast_node_info", "Node identity", ["node"], registry=r)
         self.info.labels(node=node_id).set(1)
+        # A labelled metric's child per label value, looked up once (``labels()`` takes a
+        # lock and builds a tuple on every call; closes and errors are counted per connection).
+        self._children: dict[tuple[object, str], object] = {}
+
+    def watch_connections(self, connections) -> None:
+        """``roomcast_connections`` is read from ``connections`` at each scrape, not set on
+        every connect and close."""
+        self.connections.set_function(lambda: len(connections))
+
+    def count_close(self, code: int) -> None:
+        self._child(self.closes, str(code)).inc()
+
+    def count_error(self, code: str) -> None:
+        self._child(self.errors, code).inc()
+
+    def _child(self, metric, value: str):
+        key = (metric, value)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) > 1000:  # codes are a small fixed set; bounded anyway
+                self._children.clear()
+            child = self._children[key] = metric.labels(code=value)
+        return child
 
     def watch_event_log(self, log) -> None:
         """Expose a :class:`roomcast.presence.eventlog.EventLog`'s counters."""

@@ -125,6 +125,7 @@ class Node:
         self._jwks = (JwksKeys(auth.jwks_url, lifespan=auth.jwks_refresh,
                                min_refetch=auth.jwks_min_refetch) if auth.jwks_url else None)
         self.connections: dict[Connection, None] = {}
+        self.metrics.watch_connections(self.connections)
         self.by_conn_id: dict[str, Connection] = {}
         self._dirty: list[Connection] = []
         self._flush_scheduled = False
@@ -460,7 +461,6 @@ class Node:
         conn = Connection(ws, peer, self)
         self.connections[conn] = None
         self.by_conn_id[conn_id] = conn
-        self.metrics.connections.set(len(self.connections))
         try:
             rooms = await conn.join_token_rooms() if identity.rooms else None
             conn.send_frame(p.welcome(node=self.config.node_id, conn=conn_id, user=identity.user,
@@ -474,7 +474,6 @@ class Node:
         finally:
             del self.connections[conn]
             self.by_conn_id.pop(conn_id, None)
-            self.metrics.connections.set(len(self.connections))
 
 
 async def run_node(config: NodeConfig) -> int:

@@ -183,3 +183,28 @@ def test_matcher_agrees_with_nats_on_every_well_formed_pattern(pattern, room):
         assert ">" in pattern.split(".")[:-1]  # the only malformation these tokens can make
         return
     assert pattern_matches(pattern, room) == nats_match(pattern, room)
+
+
+def _with_lists(subscribe, publish="keep", rooms=None) -> str:
+    claims = {"sub": "u", "exp": time.time() + 60,
+              "roomcast": {"subscribe": subscribe, "publish": [">"] if publish == "keep" else publish}}
+    if rooms is not None:
+        claims["roomcast"]["rooms"] = rooms
+    return jwt.encode(claims, KEY, algorithm="HS256")
+
+
+def test_permissions_are_built_once_per_set_of_lists_and_bad_lists_never_kept():
+    a = verify_token(_with_lists(["chat.*", "lobby"]), CFG).permissions
+    b = verify_token(_with_lists(["chat.*", "lobby"]), CFG).permissions
+    assert a is b and a == Permissions(("chat.*", "lobby"), (">",))
+    # Other lists, other rooms, or the same patterns moved between the lists: other answers.
+    assert verify_token(_with_lists(["chat.*"]), CFG).permissions.subscribe == ("chat.*",)
+    with_room = verify_token(_with_lists(["chat.*", "lobby"], rooms=["r1"]), CFG).permissions
+    assert with_room.subscribe == ("chat.*", "lobby", "r1")
+    swapped = verify_token(_with_lists([">"], ["chat.*", "lobby"]), CFG).permissions
+    assert swapped == Permissions((">",), ("chat.*", "lobby"))
+    # Refused every time, whether the items are bad strings or not hashable at all.
+    for bad in (["chat..x"], [["nested"]], [{"a": 1}], "lobby", [1]):
+        for _ in range(2):
+            with pytest.raises(AuthError):
+                verify_token(_with_lists(bad), CFG)

@@ -59,3 +59,22 @@ async def test_loop_lag_probe_records_a_stalled_loop():
     # The block shows up as (at least) one more sample in (0.1, 1] or above.
     assert h.counts[2] + h.counts[3] >= idle[2] + idle[3] + 1
     assert h.sum >= 0.1
+
+
+def test_connections_are_read_at_scrape_and_codes_counted_per_child() -> None:
+    from roomcast.node.metrics import NodeMetrics
+
+    m = NodeMetrics("n1")
+    conns: dict = {}
+    m.watch_connections(conns)
+    conns.update({"a": None, "b": None})
+    for code in (1000, 4001, 1000):
+        m.count_close(code)
+    m.count_error("rate_limited")
+    text = m.render().decode()
+    assert "roomcast_connections 2.0" in text
+    assert 'roomcast_closes_total{code="1000"} 2.0' in text
+    assert 'roomcast_closes_total{code="4001"} 1.0' in text
+    assert 'roomcast_errors_total{code="rate_limited"} 1.0' in text
+    del conns["a"]
+    assert "roomcast_connections 1.0" in m.render().decode()
