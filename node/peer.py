@@ -19,28 +19,27 @@ from roomcast import protocol as p
 from roomcast.auth import Identity
 from roomcast.protocol import CloseCode, ErrorCode
 
+# Actions are msgspec Structs, not frozen dataclasses: one or more is made per client frame,
+# and a frozen dataclass costs ~1 µs to construct against ~0.1 µs.
 
-@dataclass(frozen=True, slots=True)
-class Send:
+
+class Send(msgspec.Struct, frozen=True):
     frame: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class DoJoin:
+class DoJoin(msgspec.Struct, frozen=True):
     room: str
     rid: p.Rid
     since: int | None
     epoch: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class DoLeave:
+class DoLeave(msgspec.Struct, frozen=True):
     room: str
     rid: p.Rid
 
 
-@dataclass(frozen=True, slots=True)
-class DoPublish:
+class DoPublish(msgspec.Struct, frozen=True):
     room: str
     rid: p.Rid
     client_id: str | None
@@ -48,15 +47,13 @@ class DoPublish:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class DoResume:
+class DoResume(msgspec.Struct, frozen=True):
     token: str
     positions: dict[str, int]
     rid: p.Rid
 
 
-@dataclass(frozen=True, slots=True)
-class DoHistory:
+class DoHistory(msgspec.Struct, frozen=True):
     room: str
     rid: p.Rid
     before: int | None
@@ -64,14 +61,12 @@ class DoHistory:
     limit: int
 
 
-@dataclass(frozen=True, slots=True)
-class DoRefresh:
+class DoRefresh(msgspec.Struct, frozen=True):
     token: str
     rid: p.Rid
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
+class Close(msgspec.Struct, frozen=True):
     code: CloseCode
     reason: str
 
