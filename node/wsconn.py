@@ -37,6 +37,9 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 log = logging.getLogger("roomcast.node.wsconn")
+#: websockets' protocol logger, given to each connection's protocol (which would otherwise
+#: look it up by name, under the logging module's lock, on every connect).
+WS_LOG = logging.getLogger("websockets.server")
 
 #: Received messages that may wait for the reader before reading from the socket pauses.
 MAX_QUEUE = 16
@@ -75,7 +78,8 @@ class WsConnection(asyncio.Protocol):
     def __init__(self, server: WsServer) -> None:
         self.server = server
         self.loop = server.loop
-        self.protocol = ServerProtocol(max_size=server.max_size, extensions=server.extensions)
+        self.protocol = ServerProtocol(max_size=server.max_size, extensions=server.extensions,
+                                       logger=WS_LOG)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.request: Request | None = None
         self.response: Response | None = None

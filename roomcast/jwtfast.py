@@ -83,6 +83,9 @@ class HmacFastLane:
             self._key = get_default_algorithms()["HS256"].prepare_key(key)
         except jwt.InvalidKeyError:
             pass
+        #: digest -> an HMAC keyed with the secret, copied per token
+        self._macs = ({d: hmac.new(self._key, digestmod=d) for d in self._digests.values()}
+                      if self._key is not None else {})
         self._audience = audience
         self._issuer = issuer
         self._leeway = float(leeway)
@@ -108,7 +111,9 @@ class HmacFastLane:
         signed = token[:len(parts[0]) + 1 + len(parts[1])].encode()
         # The signature segment must be the canonical unpadded base64url of the HMAC: compared
         # encoded, which is the same test as decoding it canonically and comparing bytes.
-        expected = base64.urlsafe_b64encode(hmac.new(key, signed, digest).digest()).rstrip(b"=")
+        mac = self._macs[digest].copy()  # keyed once (hmac.new per token: ~0.4 µs more)
+        mac.update(signed)
+        expected = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
         if not hmac.compare_digest(parts[2].encode(), expected):
             return None
         try:

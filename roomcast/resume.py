@@ -78,6 +78,9 @@ class ResumeSigner:
         self._sign_key = raw[0]
         self._sign_kid = _kid(raw[0])  # the same on every token: computed once
         self._keys = {_kid(k): k for k in raw}
+        # Keyed once and copied per token (hmac.new per token: ~0.4 µs more; two per join).
+        self._sign_mac = hmac.new(raw[0], digestmod=hashlib.sha256)
+        self._macs = {kid: hmac.new(k, digestmod=hashlib.sha256) for kid, k in self._keys.items()}
         self.ttl = ttl
         self._enc = msgspec.json.Encoder()
         self._dec = msgspec.json.Decoder(_Payload)
@@ -87,7 +90,9 @@ class ResumeSigner:
         payload = _b64(self._enc.encode(_Payload(user, sorted(rooms), epoch, conn,
                                                  round(now + self.ttl, 3))))
         signed = f"v1.{self._sign_kid}.{payload}"
-        sig = hmac.new(self._sign_key, signed.encode(), hashlib.sha256).digest()
+        mac = self._sign_mac.copy()
+        mac.update(signed.encode())
+        sig = mac.digest()
         return f"{signed}.{_b64(sig)}"
 
     def verify(self, token: str, user: str, *, now: float | None = None) -> ResumeClaims:
@@ -100,13 +105,15 @@ class ResumeSigner:
         parts = token.split(".") if isinstance(token, str) else []
         if len(parts) != 4 or parts[0] != "v1":
             raise ResumeTokenError("resume token invalid")
-        key = self._keys.get(parts[1])
-        if key is None:
+        keyed = self._macs.get(parts[1])
+        if keyed is None:
             raise ResumeTokenError("resume token invalid")
         signed = ".".join(parts[:3])
         try:
             sig = _unb64(parts[3])
-            expected = hmac.new(key, signed.encode(), hashlib.sha256).digest()
+            mac = keyed.copy()
+            mac.update(signed.encode())
+            expected = mac.digest()
             if not hmac.compare_digest(sig, expected):
                 raise ResumeTokenError("resume token invalid")
             p = self._dec.decode(_unb64(parts[2]))
