@@ -31,6 +31,7 @@ import time
 from typing import Any
 
 import jwt
+import msgspec
 from jwt.algorithms import get_default_algorithms
 
 _DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
@@ -61,6 +62,17 @@ def _segment(text: str) -> bytes | None:
     except (binascii.Error, ValueError):
         return None
 
+
+
+def _loads(raw: bytes) -> Any:
+    """``json.loads(raw)`` — PyJWT's parser — read by msgspec when it can (~4x faster).
+    Where both accept a document they give the same value; what msgspec refuses and
+    ``json.loads`` takes (``NaN``, ``1e400``, lone surrogates, a byte-order mark, UTF-16)
+    goes to ``json.loads`` (property-tested: tests/unit/test_jwt_fast_lane.py)."""
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return json.loads(raw)
 
 class HmacFastLane:
     """Accept-only verification of HS256/384/512 tokens for one secret.
@@ -117,7 +129,7 @@ class HmacFastLane:
         if not hmac.compare_digest(parts[2].encode(), expected):
             return None
         try:
-            claims = json.loads(payload_raw)
+            claims = _loads(payload_raw)
         except (ValueError, RecursionError):
             return None
         if type(claims) is not dict or not self._claims_ok(claims):

@@ -274,3 +274,32 @@ def test_each_mangled_form_goes_to_pyjwt(how, where):
                         require=REQUIRED_CLAIMS)
     token = _sign({"alg": "HS256"}, _valid(int(time.time())), KEY, "HS256")
     assert lane.decode(_mangle(token, how, where)) is None
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
+                                                                 max_size=4),
+    max_leaves=12)
+_json_noise = st.sampled_from(['{"a":1,"a":2}', "NaN", "1e400", '"\\ud800"', "\ufeff{}", " {} ",
+                               "{}x", '{"a":', "-0", "1.0e-400", "[1,]", "\u2028"])
+
+
+def _outcome(f, raw: bytes):
+    try:
+        return repr(f(raw))
+    except (ValueError, RecursionError):
+        return "refused"
+
+
+@settings(max_examples=2000)
+@given(st.one_of(_json_values.map(lambda v: json.dumps(v).encode()),
+                 st.tuples(_json_noise, _json_values).map(
+                     lambda t: (t[0] + json.dumps(t[1])).encode()),
+                 st.text().map(lambda s: s.encode("utf-8", "surrogatepass")),
+                 st.binary(max_size=40),
+                 _json_values.map(lambda v: json.dumps(v).encode("utf-16"))))
+def test_claims_parse_as_pyjwts_json_loads(raw: bytes) -> None:
+    from roomcast.jwtfast import _loads
+
+    assert _outcome(_loads, raw) == _outcome(json.loads, raw)
