@@ -9,8 +9,8 @@ distinct users then connect (``--concurrency`` upgrades in flight, spread over t
 each sends one ``join`` of the same room and waits for its ``joined``; the connections stay
 open, so the room fills to ``--users`` members. Printed: connects/s (first upgrade to last
 ``joined``), the error frames received instead of a ``joined`` (not retried), edge CPU per connect (including closing the connections afterwards, and for the
-connect phase alone: read at the last ``joined``) and the frames the load generator received
-per connect.
+connect phase alone: read at the last ``joined``), the three NATS servers' CPU per connect in
+the connect phase, and the frames the load generator received per connect.
 
 * ``roomcast``: the edge node as shipped (JWT at the upgrade, presence on: the room's members
   are told of the newcomers, ``docs/protocol.md`` §4.10);
@@ -49,10 +49,11 @@ ROOM = "big.room"
 # -- the load ------------------------------------------------------------------------------
 
 async def connect_all(ports: list[int], paths: list[str], concurrency: int,
-                      edge_cpu=None, at_handshake: bool = False) -> dict:
+                      edge_cpu=None, at_handshake: bool = False, nats_cpu=None) -> dict:
     """Connect and join (``at_handshake``: the token's rooms, done at ``welcome``);
     ``edge_cpu()`` (the servers' CPU seconds so far) is read once more at the last join,
-    before the closes, for the connect phase alone."""
+    before the closes, for the connect phase alone; ``nats_cpu()`` (the NATS servers') at the
+    first upgrade and at the last join."""
     done_prefix = b'{"type":"welcome"' if at_handshake else b'{"type":"joined"'
     frames = 0
     joined = 0
@@ -91,6 +92,7 @@ async def connect_all(ports: list[int], paths: list[str], concurrency: int,
             p.index = i
             protos.append(p)
 
+    nats0 = nats_cpu() if nats_cpu is not None else 0.0
     t0 = time.monotonic()
     await asyncio.gather(*(one(i) for i in range(n)))
     try:
@@ -99,6 +101,7 @@ async def connect_all(ports: list[int], paths: list[str], concurrency: int,
         pass
     elapsed = time.monotonic() - t0
     at_joined = edge_cpu() if edge_cpu is not None else None
+    nats = nats_cpu() - nats0 if nats_cpu is not None else 0.0
     if joined + errors < n:  # say what the clients left waiting got
         import sys
 
@@ -112,7 +115,7 @@ async def connect_all(ports: list[int], paths: list[str], concurrency: int,
         p.transport.close()
     await asyncio.sleep(0.5)
     return {"joined": joined, "elapsed": elapsed, "frames": frames, "cpu_at_joined": at_joined,
-            "errors": errors}
+            "errors": errors, "nats_cpu": nats}
 
 
 def run_roomcast(args, system: str) -> dict:
@@ -132,7 +135,8 @@ def run_roomcast(args, system: str) -> dict:
             paths = cluster.paths("u", args.users)
         cpu0 = cluster.node_cpu()
         out = asyncio.run(connect_all([n.port for n in cluster.node_procs], paths,
-                                      args.concurrency, cluster.node_cpu, at_handshake))
+                                      args.concurrency, cluster.node_cpu, at_handshake,
+                                      cluster.nats_cpu))
         out["cpu"] = cluster.node_cpu() - cpu0
         out["cpu_at_joined"] -= cpu0
     return out
@@ -155,8 +159,12 @@ def run_relay(args, kind: str) -> dict:
         def edge_cpu() -> float:
             return sum(cpu_seconds(p.pid) for p in procs)
 
+        def nats_cpu() -> float:
+            return sum(cpu_seconds(s.proc.pid) for s in nats_cluster.servers)
+
         cpu0 = edge_cpu()
-        out = asyncio.run(connect_all(ports, paths, args.concurrency, edge_cpu))
+        out = asyncio.run(connect_all(ports, paths, args.concurrency, edge_cpu,
+                                      nats_cpu=nats_cpu))
         out["cpu"] = edge_cpu() - cpu0
         out["cpu_at_joined"] -= cpu0
         return out
@@ -189,14 +197,16 @@ def main() -> None:
     print(f"# {machine()}; {args.users} distinct users into one room over {args.nodes} nodes, "
           f"{args.concurrency} upgrades in flight")
     print("| system | joined | error frames | connects/s | edge CPU per connect "
-          "| (connect phase only) | frames received per connect |")
-    print("|---|---|---|---|---|---|---|")
+          "| (connect phase only) | NATS CPU per connect (connect phase) "
+          "| frames received per connect |")
+    print("|---|---|---|---|---|---|---|---|")
     for system in args.systems:
         out = run_relay(args, system) if system in RELAYS else run_roomcast(args, system)
         rate = out["joined"] / out["elapsed"]
         print(f"| {system} | {out['joined']} | {out['errors']} | {rate:,.0f} | "
               f"{out['cpu'] / max(1, out['joined']) * 1e6:,.0f} µs | "
               f"{out['cpu_at_joined'] / max(1, out['joined']) * 1e6:,.0f} µs | "
+              f"{out['nats_cpu'] / max(1, out['joined']) * 1e6:,.0f} µs | "
               f"{out['frames'] / max(1, out['joined']):,.1f} |", flush=True)
 
 
