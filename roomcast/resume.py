@@ -12,6 +12,7 @@ JSON ``{"u": user, "r": [rooms], "e": epoch, "c": conn id, "x": expiry}``.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import time
@@ -51,6 +52,15 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64_bytes(data: bytes) -> bytes:
+    """``_b64`` as bytes, in one step (what ``urlsafe_b64encode`` does, without its layers:
+    two per token, two tokens per join)."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
+
+
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -80,6 +90,7 @@ class ResumeSigner:
         self._keys = {_kid(k): k for k in raw}
         # Keyed once and copied per token (hmac.new per token: ~0.4 µs more; two per join).
         self._sign_mac = hmac.new(raw[0], digestmod=hashlib.sha256)
+        self._sign_prefix = f"v1.{self._sign_kid}.".encode()
         self._macs = {kid: hmac.new(k, digestmod=hashlib.sha256) for kid, k in self._keys.items()}
         self.ttl = ttl
         self._enc = msgspec.json.Encoder()
@@ -87,13 +98,11 @@ class ResumeSigner:
 
     def issue(self, user: str, rooms, epoch: str, conn: str, *, now: float | None = None) -> str:
         now = time.time() if now is None else now
-        payload = _b64(self._enc.encode(_Payload(user, sorted(rooms), epoch, conn,
-                                                 round(now + self.ttl, 3))))
-        signed = f"v1.{self._sign_kid}.{payload}"
+        signed = self._sign_prefix + _b64_bytes(self._enc.encode(
+            _Payload(user, sorted(rooms), epoch, conn, round(now + self.ttl, 3))))
         mac = self._sign_mac.copy()
-        mac.update(signed.encode())
-        sig = mac.digest()
-        return f"{signed}.{_b64(sig)}"
+        mac.update(signed)
+        return (signed + b"." + _b64_bytes(mac.digest())).decode()
 
     def verify(self, token: str, user: str, *, now: float | None = None) -> ResumeClaims:
         """Check signature, expiry and owner.

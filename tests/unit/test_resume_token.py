@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from roomcast.errors import ConfigError
 from roomcast.resume import ResumeSigner, ResumeTokenError
@@ -68,3 +70,28 @@ def test_rotation():
 def test_config_validation(keys, ttl):
     with pytest.raises(ConfigError):
         ResumeSigner(keys, ttl=ttl)
+
+
+@given(st.text(min_size=1, max_size=30), st.sets(st.text(max_size=8), max_size=4),
+       st.floats(0, 2e9))
+def test_tokens_are_exactly_the_documented_format(user, rooms, now):
+    """v1.<key id>.<payload>.<signature>, base64url without padding, HMAC-SHA256 of the first
+    three parts (docs/protocol.md §7), built here from the standard library alone."""
+    import base64
+    import hashlib
+    import hmac
+
+    import msgspec
+
+    key = "k" * 40
+    token = ResumeSigner([key], ttl=300).issue(user, rooms, "ep", "n1.7", now=now)
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    kid = b64(hashlib.sha256(key.encode()).digest()[:6])
+    payload = b64(msgspec.json.encode({"u": user, "r": sorted(rooms), "e": "ep", "c": "n1.7",
+                                       "x": round(now + 300, 3)}))
+    signed = f"v1.{kid}.{payload}"
+    sig = b64(hmac.new(key.encode(), signed.encode(), hashlib.sha256).digest())
+    assert token == f"{signed}.{sig}"
