@@ -76,7 +76,7 @@ def token_from(authorization: str | None, query: str) -> str | None:
         return authorization[7:].strip()
     if "%" not in query and "+" not in query:
         for part in query.split("&"):
-            name, eq, value = part.partition("=")
+            name, _, value = part.partition("=")
             if name == "token" and value:
                 return value
         return None
