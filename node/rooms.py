@@ -135,11 +135,12 @@ class RoomRegistry:
             room.members.pop(member, None)
         else:
             room.members.setdefault(member, None)
-        try:
-            await self._ensure_subscribed(room)
-        except BaseException:
-            await self.leave(member, name)
-            raise
+        if not room.subscribed:  # (the common case, subscribed, needs no coroutine)
+            try:
+                await self._ensure_subscribed(room)
+            except BaseException:
+                await self.leave(member, name)
+                raise
         if not catching_up:
             if existed:
                 # Already a member: what this iteration queued is still to come to it.

@@ -443,6 +443,13 @@ class Node:
             return verify_token(token, self.config.auth, key=await self._jwks.key_for(token))
         return verify_token(token, self.config.auth)
 
+    def authenticate_now(self, token: str | None) -> Identity | None:
+        """:meth:`authenticate` without awaiting when no JWKS is involved (the usual case: one
+        coroutine less per handshake); None when it needs the JWKS (then await that)."""
+        if self._jwks is not None and token:
+            return None
+        return verify_token(token, self.config.auth)
+
     async def readiness(self) -> tuple[bool, str]:
         """Local state only, no network call (probes must be cheap): ``node/readiness.py``."""
         return self._readiness.answer()
