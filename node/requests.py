@@ -66,7 +66,9 @@ class SessionRequests:
             presence.track(room, self.peer.conn_id, self.peer.identity.user,
                            self.peer.identity.info)
         try:
-            res = await self.node.rooms.join(self, room, since)
+            res = self.node.rooms.join_now(self, room) if since is None else None
+            if res is None:
+                res = await self.node.rooms.join(self, room, since)
         except (TimeoutError, BackplaneError):
             self.peer.join_failed(room)
             if presence is not None:

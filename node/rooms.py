@@ -142,16 +142,29 @@ class RoomRegistry:
                 await self.leave(member, name)
                 raise
         if not catching_up:
-            if existed:
-                # Already a member: what this iteration queued is still to come to it.
-                return JoinResult(position=room.base_seq if room.out else room.last_seq)
-            self._mark_late(room, member, room.last_seq)
-            return JoinResult(position=room.last_seq)
+            return self._joined(room, member, existed)
         try:
             return await self._catch_up(room, member, since)
         except BaseException:
             room.catching.pop(member, None)
             raise
+
+    def join_now(self, member: Member, name: str) -> JoinResult | None:
+        """:meth:`join` without ``since``, done at once when the room is subscribed already
+        (the usual case: no coroutine); None otherwise (then await :meth:`join`)."""
+        room = self.rooms.get(name)
+        if room is None or not room.subscribed:
+            return None
+        existed = member in room.members
+        room.members.setdefault(member, None)
+        return self._joined(room, member, existed)
+
+    def _joined(self, room: Room, member: Member, existed: bool) -> JoinResult:
+        if existed:
+            # Already a member: what this iteration queued is still to come to it.
+            return JoinResult(position=room.base_seq if room.out else room.last_seq)
+        self._mark_late(room, member, room.last_seq)
+        return JoinResult(position=room.last_seq)
 
     @staticmethod
     def _mark_late(room: Room, member: Member, position: int) -> None:

@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from websockets.http11 import Request, Response
-
 from roomcast import protocol as p
 from roomcast.auth import Identity, verify_token
 from roomcast.backplane import streams, subjects
@@ -216,7 +214,7 @@ class Node:
         cfg = self.config
         self._server = WsServer(
             self._handle,
-            self._process_request,
+            functools.partial(handshake.process_request, self),  # (a coroutine less)
             max_size=cfg.max_frame,
             compression=cfg.compression,
             close_timeout=CLOSE_TIMEOUT,
@@ -265,7 +263,7 @@ class Node:
         self._readiness.stop()
         log.info("draining", extra={"connections": len(self.connections)})
         # Keep listening while draining: /readyz answers 503 "draining", /metrics shows the
-        # drain, and new upgrades get 503 (see _process_request). The listener closes last.
+        # drain, and new upgrades get 503 (node/wsconn.py). The listener closes last.
         await self._close_paced(cfg.drain_window, deadline)
         await self._wait(self.inflight, deadline.left())
         await self.handover.finish(deadline.left())
@@ -429,9 +427,6 @@ class Node:
         for conn in list(self.connections):
             if any(affected(room) for room in conn.peer.rooms):
                 self.spawn(conn.drain_close(random.randint(0, 250), reason="stream recreated"))
-
-    async def _process_request(self, conn: WsConnection, request: Request) -> Response | None:
-        return await handshake.process_request(self, conn, request)
 
     async def authenticate(self, token: str | None) -> Identity:
         """Verify a client's JWT (at the handshake and for ``refresh``).

@@ -280,3 +280,24 @@ async def test_since_beyond_the_rooms_last_seq_is_not_confirmed():
     await bp.publish("r", body(2), "b")
     await settle()
     assert m.seqs() == [2]
+
+
+async def test_join_now_answers_as_join_does_once_the_room_is_subscribed():
+    """``join_now`` (no coroutine) is ``join`` without ``since`` for a subscribed room, and
+    declines (None) for a room not subscribed yet, which must be awaited."""
+    bp = MemoryBackplane()
+    reg = registry(bp)
+    first, second, third = FakeMember(), FakeMember(), FakeMember()
+    assert reg.join_now(first, "r") is None and "r" not in reg.rooms
+    await reg.join(first, "r")
+    await bp.publish("r", body(1), "a")
+    await settle()
+    await bp.publish("r", body(2), "b")  # queued for this iteration
+    assert reg.join_now(second, "r").position == 2  # new: at the head, 2 not sent to it
+    assert reg.join_now(first, "r").position == 1  # already a member: 2 is still to come
+    await settle()
+    await bp.publish("r", body(3), "c")
+    await settle()
+    assert first.seqs() == [1, 2, 3] and second.seqs() == [3]
+    res = await reg.join(third, "r")  # the awaited join answers the same
+    assert res.position == reg.join_now(FakeMember(), "r").position == 3
