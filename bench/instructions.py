@@ -5,8 +5,11 @@
                                                            relay-wsconn relay-callbacks]
 
 CPU time on a shared 2-core VM moves 10-15 % between runs of the same code, which hides the
-few-percent steps a connect is made cheaper by. Instructions executed do not: the same code
-counts within ~1 % from run to run, so two versions can be told apart in one run each. Each
+few-percent steps a connect is made cheaper by. Instructions executed move much less: the same
+code counts within ~1 % in runs back to back, and up to ~3 % apart over an hour (work done per
+time interval — presence batches, event stores, member counts — depends on how slowly the
+process runs, hence on the machine's load). Compare two versions in interleaved runs
+(A, B, A, B), and trust differences of a few percent only when they repeat. Each
 system gets a fresh 3-server NATS cluster and two edge processes; the first runs under
 ``valgrind --tool=callgrind`` with instrumentation off until the measured window (startup and
 a warm-up of 20 connects are not counted), the second normally, so the first also applies the
