@@ -48,16 +48,12 @@ class ResumeClaims:
     expires_at: float
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def _b64_bytes(data: bytes) -> bytes:
-    """``_b64`` as bytes, in one step (what ``urlsafe_b64encode`` does, without its layers:
-    two per token, two tokens per join)."""
+    """Base64url without padding, in one step (what ``urlsafe_b64encode`` does, without its
+    layers: two per token, two tokens per join)."""
     return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
 
 
@@ -66,7 +62,7 @@ def _unb64(text: str) -> bytes:
 
 
 def _kid(key: bytes) -> str:
-    return _b64(hashlib.sha256(key).digest()[:6])
+    return _b64_bytes(hashlib.sha256(key).digest()[:6]).decode()
 
 
 class ResumeSigner:
@@ -85,13 +81,10 @@ class ResumeSigner:
             raise ConfigError("resume_keys", "each resume-token key must be at least 32 bytes")
         if ttl <= 0:
             raise ConfigError("resume_ttl", "must be > 0")
-        self._sign_key = raw[0]
-        self._sign_kid = _kid(raw[0])  # the same on every token: computed once
-        self._keys = {_kid(k): k for k in raw}
         # Keyed once and copied per token (hmac.new per token: ~0.4 µs more; two per join).
         self._sign_mac = hmac.new(raw[0], digestmod=hashlib.sha256)
-        self._sign_prefix = f"v1.{self._sign_kid}.".encode()
-        self._macs = {kid: hmac.new(k, digestmod=hashlib.sha256) for kid, k in self._keys.items()}
+        self._sign_prefix = f"v1.{_kid(raw[0])}.".encode()  # the same on every token
+        self._macs = {_kid(k): hmac.new(k, digestmod=hashlib.sha256) for k in raw}
         self.ttl = ttl
         self._enc = msgspec.json.Encoder()
         self._dec = msgspec.json.Decoder(_Payload)
