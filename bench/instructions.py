@@ -11,8 +11,9 @@ time interval — presence batches, event stores, member counts — depends on h
 process runs, hence on the machine's load). Compare two versions in interleaved runs
 (A, B, A, B), and trust differences of a few percent only when they repeat. Each
 system gets a fresh 3-server NATS cluster and two edge processes; the first runs under
-``valgrind --tool=callgrind`` with instrumentation off until the measured window (startup and
-a warm-up of 20 connects are not counted), the second normally, so the first also applies the
+``valgrind --tool=callgrind`` with instrumentation on only from the first upgrade to the last
+``joined`` (startup, a warm-up of 20 connects and the closes are not counted; the load is
+:func:`bench.connects.connect_all`'s), the second normally, so the first also applies the
 presence deltas of the second's joins, as in :mod:`bench.connects`. Printed: user-space
 instructions of the measured process per connect to it (the kernel's share is not counted:
 read CPU time from :mod:`bench.connects` for that), ~10 connects in flight (callgrind slows
@@ -29,45 +30,20 @@ import glob
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from bench.connects import ROOM
-from bench.harness import Cluster, machine
+from bench.connects import _listening, connect_all
+from bench.harness import Cluster, machine, wait_until
 from bench.relays import KINDS as RELAYS
-from bench.wsclient import connect
 from roomcast.dev import NodeProcess
 from roomcast.natsserver import NatsCluster, free_port
 
 SYSTEMS = ("roomcast", "nopresence", *RELAYS)
-
-
-async def _join_all(ports: list[int], paths: list[str], concurrency: int = 10) -> list:
-    joined = 0
-    done = asyncio.Event()
-
-    def on_frame(raw: bytes) -> None:
-        nonlocal joined
-        if raw.startswith(b'{"type":"joined"'):
-            joined += 1
-            if joined == len(paths):
-                done.set()
-
-    protos, sem = [], asyncio.Semaphore(concurrency)
-    join = b'{"type":"join","room":"%s"}' % ROOM.encode()
-
-    async def one(i: int) -> None:
-        async with sem:
-            p = await connect("127.0.0.1", ports[i % len(ports)], paths[i], on_frame)
-            p.send_text(join)
-            protos.append(p)
-
-    await asyncio.gather(*(one(i) for i in range(len(paths))))
-    await asyncio.wait_for(done.wait(), 600)
-    return protos
+#: Upgrades in flight: callgrind slows the measured process ~50x.
+CONCURRENCY = 10
 
 
 class Callgrind:
@@ -91,14 +67,6 @@ class Callgrind:
         return max(counts, default=0)
 
 
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.5).close()
-        return True
-    except OSError:
-        return False
-
-
 def measure(system: str, users: int, workdir: str) -> float:
     """Instructions per connect of the first of two edge processes."""
     cg = Callgrind(workdir)
@@ -116,11 +84,8 @@ def measure(system: str, users: int, workdir: str) -> float:
         paths = [f"/ws?u={i}" for i in range(users)]
         warm = [f"/ws?u=w{i}" for i in range(20)]
         try:
-            deadline = time.monotonic() + 600
-            while not all(_listening(p) for p in ports):
-                if time.monotonic() > deadline:
-                    raise TimeoutError("relays not listening")
-                time.sleep(0.2)
+            for port in ports:
+                wait_until(lambda port=port: _listening(port), 600)
             return _window(cg, procs[0].pid, ports, warm, paths)
         finally:
             for p in procs:
@@ -149,16 +114,16 @@ def measure(system: str, users: int, workdir: str) -> float:
 
 def _window(cg: Callgrind, pid: int, ports: list[int], warm: list[str],
             paths: list[str]) -> float:
-    asyncio.run(_join_all(ports, warm))  # a room's first join (subscribe, reads) not counted
+    """Counted from the first upgrade to the last ``joined`` (``connect_all`` calls its
+    ``edge_cpu`` hook there, before it closes the connections)."""
+    asyncio.run(connect_all(ports, warm, CONCURRENCY))  # a room's first join: not counted
     time.sleep(1)
     cg.control(pid, "-z")
     cg.control(pid, "-i", "on")
-    protos = asyncio.run(_join_all(ports, paths))
-    time.sleep(0.5)
-    cg.control(pid, "-i", "off")
+    out = asyncio.run(connect_all(ports, paths, CONCURRENCY,
+                                  edge_cpu=lambda: cg.control(pid, "-i", "off")))
     cg.control(pid, "-d")
-    del protos
-    return cg.total(pid) / (len(paths) / len(ports))
+    return cg.total(pid) / (out["joined"] / len(ports))
 
 
 def main() -> None:
