@@ -434,9 +434,10 @@ class Node:
         Raises:
             AuthError: with a reason safe to show to the client.
         """
-        if self._jwks is not None and token:
-            return verify_token(token, self.config.auth, key=await self._jwks.key_for(token))
-        return verify_token(token, self.config.auth)
+        identity = self.authenticate_now(token)
+        if identity is None:  # the key comes from the JWKS (fetched if not known yet)
+            identity = verify_token(token, self.config.auth, key=await self._jwks.key_for(token))
+        return identity
 
     def authenticate_now(self, token: str | None) -> Identity | None:
         """:meth:`authenticate` without awaiting when no JWKS is involved (the usual case: one
