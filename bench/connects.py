@@ -2,7 +2,7 @@
 
     python -m bench.connects [--users 5000] [--nodes 2]
                              [--systems roomcast nopresence scoped tokenrooms relay
-                                        relay-wsconn relay-callbacks]
+                                        relay-wsconn relay-callbacks] [--rounds 1]
 
 Each system gets a fresh 3-server NATS cluster and ``--nodes`` edge processes; ``--users``
 distinct users then connect (``--concurrency`` upgrades in flight, spread over the nodes),
@@ -10,7 +10,10 @@ each sends one ``join`` of the same room and waits for its ``joined``; the conne
 open, so the room fills to ``--users`` members. Printed: connects/s (first upgrade to last
 ``joined``), the error frames received instead of a ``joined`` (not retried), edge CPU per connect (including closing the connections afterwards, and for the
 connect phase alone: read at the last ``joined``), the three NATS servers' CPU per connect in
-the connect phase, and the frames the load generator received per connect.
+the connect phase, the load generator's own CPU per connect in the connect phase, and the frames
+it received per connect. ``--rounds N`` runs the systems N times interleaved and ends with each
+system's median and its share of the relay's rate round by round (one round of ~1 s per system
+moves ±10 % on a shared VM: compare medians).
 
 * ``roomcast``: the edge node as shipped (JWT at the upgrade, presence on: the room's members
   are told of the newcomers, ``docs/protocol.md`` §4.10);
@@ -34,11 +37,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import subprocess
 import sys
 import time
 
-from bench.harness import Cluster, machine, wait_until
+from bench.harness import Cluster, machine, self_cpu, wait_until
 from bench.relays import KINDS as RELAYS
 from bench.wsclient import connect
 from roomcast.natsserver import NatsCluster, free_port
@@ -93,6 +97,7 @@ async def connect_all(ports: list[int], paths: list[str], concurrency: int,
             protos.append(p)
 
     nats0 = nats_cpu() if nats_cpu is not None else 0.0
+    gen0 = self_cpu()
     t0 = time.monotonic()
     await asyncio.gather(*(one(i) for i in range(n)))
     try:
@@ -100,6 +105,7 @@ async def connect_all(ports: list[int], paths: list[str], concurrency: int,
     except TimeoutError:
         pass
     elapsed = time.monotonic() - t0
+    gen = self_cpu() - gen0
     at_joined = edge_cpu() if edge_cpu is not None else None
     nats = nats_cpu() - nats0 if nats_cpu is not None else 0.0
     if joined + errors < n:  # say what the clients left waiting got
@@ -115,7 +121,8 @@ async def connect_all(ports: list[int], paths: list[str], concurrency: int,
         p.transport.close()
     await asyncio.sleep(0.5)
     return {"joined": joined, "elapsed": elapsed, "frames": frames, "cpu_at_joined": at_joined,
-            "errors": errors, "nats_cpu": nats}
+            "errors": errors, "nats_cpu": nats,
+            "gen_cpu": gen}
 
 
 def run_roomcast(args, system: str) -> dict:
@@ -193,21 +200,51 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=100, help="upgrades in flight")
     ap.add_argument("--systems", nargs="+", default=["roomcast", "nopresence", "relay"],
                     choices=["roomcast", "nopresence", "scoped", "tokenrooms", *RELAYS])
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the systems this many times, interleaved (A, B, A, B, ...); "
+                         "then print each system's median and, with a relay among them, "
+                         "each round's rate as a share of that round's relay")
     args = ap.parse_args()
     print(f"# {machine()}; {args.users} distinct users into one room over {args.nodes} nodes, "
           f"{args.concurrency} upgrades in flight")
-    print("| system | joined | error frames | connects/s | edge CPU per connect "
+    print("| round | system | joined | error frames | connects/s | edge CPU per connect "
           "| (connect phase only) | NATS CPU per connect (connect phase) "
-          "| frames received per connect |")
-    print("|---|---|---|---|---|---|---|---|")
-    for system in args.systems:
-        out = run_relay(args, system) if system in RELAYS else run_roomcast(args, system)
-        rate = out["joined"] / out["elapsed"]
-        print(f"| {system} | {out['joined']} | {out['errors']} | {rate:,.0f} | "
-              f"{out['cpu'] / max(1, out['joined']) * 1e6:,.0f} µs | "
-              f"{out['cpu_at_joined'] / max(1, out['joined']) * 1e6:,.0f} µs | "
-              f"{out['nats_cpu'] / max(1, out['joined']) * 1e6:,.0f} µs | "
-              f"{out['frames'] / max(1, out['joined']):,.1f} |", flush=True)
+          "| load generator CPU per connect (connect phase) | frames received per connect |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rates: dict[str, list[float]] = {s: [] for s in args.systems}
+    for r in range(1, args.rounds + 1):
+        for system in args.systems:
+            out = run_relay(args, system) if system in RELAYS else run_roomcast(args, system)
+            rate = out["joined"] / out["elapsed"]
+            rates[system].append(rate)
+            print(f"| {r} | {system} | {out['joined']} | {out['errors']} | {rate:,.0f} | "
+                  f"{out['cpu'] / max(1, out['joined']) * 1e6:,.0f} µs | "
+                  f"{out['cpu_at_joined'] / max(1, out['joined']) * 1e6:,.0f} µs | "
+                  f"{out['nats_cpu'] / max(1, out['joined']) * 1e6:,.0f} µs | "
+                  f"{out['gen_cpu'] / max(1, out['joined']) * 1e6:,.0f} µs | "
+                  f"{out['frames'] / max(1, out['joined']):,.1f} |", flush=True)
+    if args.rounds > 1:
+        print(summary(rates))
+
+
+def summary(rates: dict[str, list[float]]) -> str:
+    """Each system's median rate over the rounds; with a relay among the systems, every other
+    system's rate in each round as a share of that round's relay rate (the rounds were run
+    interleaved, so a slow spell of the machine weighs on both)."""
+    lines = ["", "| system | median connects/s | min | max | share of the relay, per round "
+             "| median share |", "|---|---|---|---|---|---|"]
+    base = next((s for s in rates if s in RELAYS), None)
+    for system, got in rates.items():
+        share = ""
+        if base is not None and system != base:
+            shares = sorted(a / b for a, b in zip(got, rates[base], strict=True))
+            share = (f"{', '.join(f'{x:.0%}' for x in shares)} | "
+                     f"{statistics.median(shares):.0%}")
+        else:
+            share = "— | —"
+        lines.append(f"| {system} | {statistics.median(got):,.0f} | {min(got):,.0f} | "
+                     f"{max(got):,.0f} | {share} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

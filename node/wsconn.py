@@ -36,6 +36,8 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from roomcast.node import upgrade
+
 log = logging.getLogger("roomcast.node.wsconn")
 #: websockets' protocol logger, given to each connection's protocol (which would otherwise
 #: look it up by name, under the logging module's lock, on every connect).
@@ -71,15 +73,16 @@ class WsConnection(asyncio.Protocol):
     frames (:meth:`_head_deadline`)."""
 
     __slots__ = ("server", "loop", "protocol", "transport", "request", "response", "identity",
-                 "refusal", "head", "_messages", "_waiter", "_fragments", "_fragments_text",
+                 "refusal", "head", "_early", "_messages", "_waiter", "_fragments", "_fragments_text",
                  "_reading_paused", "_writing_paused", "_drain_waiters", "_lost", "_timer",
                  "_ping", "__weakref__")
 
     def __init__(self, server: WsServer) -> None:
         self.server = server
         self.loop = server.loop
-        self.protocol = ServerProtocol(max_size=server.max_size, extensions=server.extensions,
-                                       logger=WS_LOG)
+        #: websockets' protocol: made at the first bytes, or for an upgrade taken on the fast
+        #: path (node/upgrade.py) once the handshake's verdict is in; None until then.
+        self.protocol: ServerProtocol = None  # type: ignore[assignment]
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.request: Request | None = None
         self.response: Response | None = None
@@ -87,6 +90,8 @@ class WsConnection(asyncio.Protocol):
         self.refusal: tuple[int, str] | None = None
         #: The 101 response, until it is written with the first frame (one system call).
         self.head: bytes | None = None
+        #: While a fast-path upgrade waits for its verdict: what the client sent meanwhile.
+        self._early: list[bytes] | None = None
         self._messages: list[str | bytes] | None = None  # received, not read yet
         self._waiter: asyncio.Future | None = None  # recv() waiting for a message
         self._fragments: list[bytes] | None = None  # a fragmented message so far
@@ -175,11 +180,12 @@ class WsConnection(asyncio.Protocol):
     async def close(self, code: int = WsCloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Send a close frame (if open) and wait until the TCP connection is gone: the client
         answers, or it is dropped after the server's ``close_timeout``."""
-        if self.protocol.state is _OPEN:
+        state = self.protocol.state if self.protocol is not None else _CONNECTING
+        if state is _OPEN:
             self.protocol.send_close(code, reason)
             self.send_data()
             self._expect_close()
-        elif self.protocol.state is _CONNECTING:
+        elif state is _CONNECTING:
             self.transport.abort()
         await asyncio.shield(self._lost)
 
@@ -204,6 +210,17 @@ class WsConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
+        if protocol is None:
+            if self._early is not None:  # a fast-path upgrade waits for its verdict
+                self._early.append(data)
+                self.transport.pause_reading()  # one read at most until then
+                return
+            fast = upgrade.recognize(data, self.server.extensions is not None)
+            if fast is not None:
+                self._early = []
+                self._start(*fast)
+                return
+            protocol = self.protocol = self._new_protocol()
         protocol.receive_data(data)
         events = protocol.events_received()
         self.send_data()  # answers to pings and close frames, a failure's close frame
@@ -224,12 +241,15 @@ class WsConnection(asyncio.Protocol):
                         ping[1].set_result(None)
 
     def eof_received(self) -> None:
+        if self.protocol is None:
+            return  # before any request, or during a fast-path verdict: the transport closes
         self.protocol.receive_eof()
         self.protocol.events_received()
         self.send_data()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.protocol.receive_eof()  # idempotent: the state is CLOSED from here on
+        if self.protocol is not None:
+            self.protocol.receive_eof()  # idempotent: the state is CLOSED from here on
         self.server.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -309,23 +329,62 @@ class WsConnection(asyncio.Protocol):
             self._reading_paused = True
             self.transport.pause_reading()
 
-    def _start(self, request: Request) -> None:
+    def _new_protocol(self, state: State = _CONNECTING) -> ServerProtocol:
+        server = self.server
+        return ServerProtocol(max_size=server.max_size, extensions=server.extensions,
+                              logger=WS_LOG, state=state)
+
+    def _start(self, request: Request, accept: str | None = None) -> None:
+        """Serve ``request``; ``accept`` is its ``Sec-WebSocket-Accept`` when the fast path
+        (node/upgrade.py) took it, and there is no protocol yet."""
         self.request = request
-        task = self.loop.create_task(self._serve(request))
+        task = self.loop.create_task(self._serve(request, accept))
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
 
-    async def _serve(self, request: Request) -> None:
+    def _open_fast(self, accept: str) -> None:
+        """Upgraded on the fast path: an open protocol, the 101 held (as below), and what the
+        client sent meanwhile read now."""
+        self.protocol = self._new_protocol(_OPEN)
+        self.server.fast_upgrades += 1
+        self.head = upgrade.response_head(accept, self.server.server_header)
+        self.loop.call_soon(self._head_deadline)
+        self._read_early()
+
+    def _read_early(self) -> None:
+        early, self._early = self._early, None
+        if early:
+            self.transport.resume_reading()
+            if self.protocol.state is _OPEN:
+                self.data_received(b"".join(early))
+            # else: refused, so websockets would discard it too
+
+    async def _serve(self, request: Request, accept: str | None) -> None:
         """The handshake's answer, then the handler for the life of the connection."""
-        server, protocol = self.server, self.protocol
+        server = self.server
         try:
             try:
                 response = await server.process_request(self, request)
             except Exception:
                 log.error("process_request failed", exc_info=True)
-                response = protocol.reject(http.HTTPStatus.INTERNAL_SERVER_ERROR,
-                                           "Failed to open a WebSocket connection.\n"
-                                           "See server log for more information.\n")
+                if self.protocol is None:  # the fast path's verdict failed
+                    self.protocol = self._new_protocol()
+                response = self.protocol.reject(http.HTTPStatus.INTERNAL_SERVER_ERROR,
+                                                "Failed to open a WebSocket connection.\n"
+                                                "See server log for more information.\n")
+            if accept is not None:  # the fast path: no protocol yet
+                if self._lost.done():
+                    return  # the client went away during the handshake
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                if response is None and server.serving:
+                    self._open_fast(accept)
+                    await self._handle()
+                    return
+                if self.protocol is None:
+                    self.protocol = self._new_protocol()  # to answer with a refusal, below
+            protocol = self.protocol
             if response is None:
                 response = protocol.accept(request)  # 400/426 for a bad upgrade
             if response.status_code == 101 and not server.serving:
@@ -341,21 +400,26 @@ class WsConnection(asyncio.Protocol):
             protocol.send_response(response)
             if protocol.state is not _OPEN:
                 self.send_data()  # the refusal, then the end of the stream
+                self._read_early()
                 return
             # Upgraded: the 101 waits for the handler's first frame to go out with it.
             self.head = b"".join(protocol.data_to_send())
             self.loop.call_soon(self._head_deadline)
-            code = WsCloseCode.NORMAL_CLOSURE
-            try:
-                await server.handler(self)
-            except Exception:
-                log.error("connection handler failed", exc_info=True)
-                code = WsCloseCode.INTERNAL_ERROR  # 1011, no details (as websockets does)
-            self.write_head()
-            await self.close(code)
+            await self._handle()
         except Exception:
             log.error("connection failed", exc_info=True)
             self.transport.abort()
+
+    async def _handle(self) -> None:
+        """The handler, for the life of the connection; then the close."""
+        code = WsCloseCode.NORMAL_CLOSURE
+        try:
+            await self.server.handler(self)
+        except Exception:
+            log.error("connection handler failed", exc_info=True)
+            code = WsCloseCode.INTERNAL_ERROR  # 1011, no details (as websockets does)
+        self.write_head()
+        await self.close(code)
 
 
 class WsServer:
@@ -376,6 +440,8 @@ class WsServer:
         self.connections: set[WsConnection] = set()
         self.tasks: set[asyncio.Task] = set()
         self.serving = False
+        #: Upgrades taken on the fast path (node/upgrade.py), for tests and debugging.
+        self.fast_upgrades = 0
         self._server: asyncio.Server | None = None
         self._closing: list[asyncio.Task] = []
 
@@ -396,7 +462,7 @@ class WsServer:
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
-            if conn.protocol.state is _OPEN:
+            if conn.protocol is not None and conn.protocol.state is _OPEN:
                 self._closing.append(self.loop.create_task(conn.close(code, reason)))
 
     async def wait_closed(self) -> None:

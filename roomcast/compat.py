@@ -1,7 +1,8 @@
-"""A start-up check that the installed nats-py still has the internals roomcast relies on for
-speed (docs/performance.md): fail fast, with a clear message, instead of an AttributeError in
-the middle of serving. (websockets is used through its public Sans-I/O API only,
-``node/wsconn.py``; its version range is pinned like the others.)
+"""A start-up check that the installed nats-py and websockets still have the internals roomcast
+relies on for speed (docs/performance.md): fail fast, with a clear message, instead of an
+AttributeError in the middle of serving. (websockets is otherwise used through its public
+Sans-I/O API, ``node/wsconn.py``; the one internal is the two slots of ``Headers`` that the
+upgrade's fast path fills, ``node/upgrade.py``.)
 
 Tested versions: ``pyproject.toml`` pins the ranges; ``requirements.lock`` the exact ones the
 image and CI install; ``make test-latest`` runs the suite against the newest releases.
@@ -23,6 +24,8 @@ NATS_CLIENT_METHODS = {
 }
 NATS_CLIENT_ATTRIBUTES = ("_flush_queue", "_max_payload", "_max_pending_size",
                           "_pending_data_size", "stats")
+#: The slots of websockets' ``Headers`` that ``node.upgrade.headers_of`` fills.
+WEBSOCKETS_HEADERS_SLOTS = ("_dict", "_list")
 
 
 def problems() -> list[str]:
@@ -46,6 +49,13 @@ def problems() -> list[str]:
     for name in NATS_CLIENT_ATTRIBUTES:
         if not _assigned(client_src, name):
             out.append(f"nats-py {version}: Client.{name}")
+    import websockets
+    from websockets.datastructures import Headers
+
+    slots = getattr(Headers, "__slots__", ())
+    for name in WEBSOCKETS_HEADERS_SLOTS:
+        if name not in slots:
+            out.append(f"websockets {websockets.__version__}: Headers.{name}")
     return out
 
 
@@ -65,6 +75,6 @@ def check() -> None:
     """Raise a :class:`ConfigError` naming what is missing (``roomcast node`` prints it)."""
     missing = problems()
     if missing:
-        raise ConfigError("dependencies", "this nats-py lacks what roomcast uses: "
+        raise ConfigError("dependencies", "these libraries lack what roomcast uses: "
                           + "; ".join(missing)
                           + " — install the versions in requirements.lock")

@@ -20,6 +20,24 @@ from tests.helpers import UNIT
 pytestmark = pytest.mark.asyncio
 
 
+#: Extra upgrade headers that send a client down each path: node/upgrade.py's fast path for the
+#: plain request, websockets' parser when a header is repeated.
+PATHS = {"fast": None, "websockets": [("X-Twice", "1"), ("X-Twice", "2")]}
+
+
+@pytest.fixture(params=list(PATHS))
+def upgrade_path(request):
+    return request.param
+
+
+def _client(url: str, path: str, **kw):
+    return connect(url, compression=None, additional_headers=PATHS[path], **kw)
+
+
+def _taken(server: WsServer, path: str, n: int = 1) -> bool:
+    return server.fast_upgrades == (n if path == "fast" else 0)
+
+
 async def _accept(conn, request):
     return None
 
@@ -87,11 +105,13 @@ async def _read_close(reader) -> int:
             return struct.unpack("!H", payload[:2])[0]
 
 
-async def test_messages_echo_in_order_text_and_binary_and_the_server_header_is_set():
+async def test_messages_echo_in_order_text_and_binary_and_the_server_header_is_set(upgrade_path):
     server, url = await _server()
     try:
-        async with connect(url, compression=None) as ws:
+        async with _client(url, upgrade_path) as ws:
+            assert _taken(server, upgrade_path)
             assert ws.response.headers["Server"] == "roomcast"
+            assert ws.response.headers["Upgrade"] == "websocket"
             for i in range(50):
                 await ws.send(f"m{i}")
             assert [await ws.recv() for _ in range(50)] == [f"m{i}" for i in range(50)]
@@ -101,7 +121,7 @@ async def test_messages_echo_in_order_text_and_binary_and_the_server_header_is_s
         await _stop(server)
 
 
-async def test_a_handler_that_only_waits_still_upgrades_the_client():
+async def test_a_handler_that_only_waits_still_upgrades_the_client(upgrade_path):
     """The 101 is held for the handler's first frame; a handler that writes nothing and
     waits (for the client, or for anything else) must not leave the client waiting for it."""
     got = asyncio.get_running_loop().create_future()
@@ -112,7 +132,8 @@ async def test_a_handler_that_only_waits_still_upgrades_the_client():
 
     server, url = await _server(waits)
     try:
-        async with connect(url, compression=None, open_timeout=5 * UNIT) as ws:
+        async with _client(url, upgrade_path, open_timeout=5 * UNIT) as ws:
+            assert _taken(server, upgrade_path)
             await ws.send("hello")
             assert await asyncio.wait_for(got, 10 * UNIT) == "hello"
     finally:
@@ -266,7 +287,7 @@ async def test_a_client_that_never_answers_our_close_is_dropped_after_close_time
         await _stop(server)
 
 
-async def test_http_answers_bad_upgrades_and_process_request_failures():
+async def test_http_answers_bad_upgrades_and_process_request_failures(upgrade_path):
     async def route(conn, request):
         if request.path == "/static":
             return Response(200, "OK", websockets.Headers([("Content-Length", "2")]), b"hi")
@@ -279,8 +300,10 @@ async def test_http_answers_bad_upgrades_and_process_request_failures():
     try:
         for path, status in (("/static", 200), ("/boom", 500)):
             with pytest.raises(websockets.InvalidStatus) as info:
-                await connect(base + path, compression=None)
+                await _client(base + path, upgrade_path)
             assert info.value.response.status_code == status
+            assert info.value.response.headers["Server"] == "roomcast"
+        assert server.fast_upgrades == 0  # refused: never opened on either path
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")  # no upgrade headers
@@ -291,7 +314,8 @@ async def test_http_answers_bad_upgrades_and_process_request_failures():
         await _stop(server)
 
 
-async def test_closing_the_server_closes_open_connections_1001_and_refuses_upgrades_503():
+async def test_closing_the_server_closes_open_connections_1001_and_refuses_upgrades_503(
+        upgrade_path):
     waiting = asyncio.Event()
     go = asyncio.Event()
 
@@ -303,8 +327,8 @@ async def test_closing_the_server_closes_open_connections_1001_and_refuses_upgra
 
     server, url = await _server(process_request=slow_accept)
     base = url.rsplit("/", 1)[0]
-    ws = await connect(url, compression=None)
-    pending = asyncio.ensure_future(connect(base + "/slow", compression=None))
+    ws = await _client(url, upgrade_path)
+    pending = asyncio.ensure_future(_client(base + "/slow", upgrade_path))
     await asyncio.wait_for(waiting.wait(), 10 * UNIT)
     server.close()
     go.set()
@@ -315,3 +339,65 @@ async def test_closing_the_server_closes_open_connections_1001_and_refuses_upgra
         await asyncio.wait_for(ws.recv(), 10 * UNIT)
     assert closed.value.rcvd.code == 1001
     await asyncio.wait_for(server.wait_closed(), 10 * UNIT)
+    assert _taken(server, upgrade_path)  # the first connection; /slow was refused
+
+
+def _request(key: str, path: str = "/ws") -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("verdict", ["upgrade", "refused"])
+async def test_frames_sent_before_a_fast_path_verdict_are_read_after_it_or_dropped(verdict):
+    """A client may send frames right after its request, before the 101: on the fast path
+    they wait (reading paused) for the handshake's verdict, then are read as websockets would
+    read them — echoed after the 101 — or, when the upgrade is refused, dropped with it."""
+    arrived = asyncio.Event()
+
+    async def waits(conn, request):
+        arrived.set()
+        await _until(lambda: bool(conn._early))  # the frame came during the verdict
+        if verdict == "refused":
+            return Response(401, "Unauthorized", websockets.Headers([("Content-Length", "0")]))
+        return None
+
+    server, url = await _server(process_request=waits)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_request(base64.b64encode(os.urandom(16)).decode()))
+        await asyncio.wait_for(arrived.wait(), 10 * UNIT)  # taken as one read: the fast path
+        writer.write(_masked(0x1, b"early"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10 * UNIT)
+        if verdict == "refused":
+            assert head.startswith(b"HTTP/1.1 401 ") and b"Server: roomcast" in head
+            assert await asyncio.wait_for(reader.read(), 10 * UNIT) == b""  # then closed
+            assert server.fast_upgrades == 0
+        else:
+            assert head.startswith(b"HTTP/1.1 101 ") and server.fast_upgrades == 1
+            b0, b1 = await asyncio.wait_for(reader.readexactly(2), 10 * UNIT)
+            assert (b0, await reader.readexactly(b1)) == (0x81, b"early")
+        writer.close()
+    finally:
+        await _stop(server)
+
+
+async def test_a_request_split_over_two_reads_is_parsed_by_websockets():
+    server, url = await _server()
+    try:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        request = _request(base64.b64encode(os.urandom(16)).decode())
+        writer.write(request[:20])
+        # the server read the first part on its own (websockets' parser holds it)
+        await _until(lambda: any(c.protocol is not None for c in server.connections))
+        writer.write(request[20:])
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10 * UNIT)
+        assert head.startswith(b"HTTP/1.1 101 ") and server.fast_upgrades == 0
+        writer.write(_masked(0x1, b"after"))
+        b0, b1 = await asyncio.wait_for(reader.readexactly(2), 10 * UNIT)
+        assert (b0, await reader.readexactly(b1)) == (0x81, b"after")
+        writer.close()
+    finally:
+        await _stop(server)

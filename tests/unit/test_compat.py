@@ -36,3 +36,10 @@ def test_a_changed_signature_is_refused(monkeypatch):
 
     monkeypatch.setattr(nats.aio.client.Client, "_process_msg", _process_msg)
     assert any("_process_msg" in m and "expected" in m for m in compat.problems())
+
+
+def test_websockets_headers_without_its_slots_is_refused(monkeypatch):
+    from websockets.datastructures import Headers
+
+    monkeypatch.setattr(Headers, "__slots__", ["_list"])
+    assert any("websockets" in m and "Headers._dict" in m for m in compat.problems())
