@@ -231,7 +231,7 @@ def summary(rates: dict[str, list[float]]) -> str:
     """Each system's median rate over the rounds; with a relay among the systems, every other
     system's rate in each round as a share of that round's relay rate (the rounds were run
     interleaved, so a slow spell of the machine weighs on both)."""
-    lines = ["", "| system | median connects/s | min | max | share of the relay, per round "
+    lines = ["", "| system | median connects/s | min | max | share of the relay in each round (sorted) "
              "| median share |", "|---|---|---|---|---|---|"]
     base = next((s for s in rates if s in RELAYS), None)
     for system, got in rates.items():
