@@ -1,10 +1,12 @@
 """The node's WebSocket server: websockets' Sans-I/O protocol (``websockets.server``) driven by
 one small asyncio protocol per client.
 
-websockets parses and validates everything a client sends — the HTTP upgrade, frames, masks,
-sizes, close codes — and writes every byte the handshake and control frames need; this module
-only moves bytes between the transport and that protocol, and hands whole messages to one task
-per connection. It replaces websockets' own asyncio server, whose per-connection machinery
+websockets parses and validates everything a client sends — frames, masks, sizes, close codes,
+and every HTTP upgrade but the plain one — and writes the bytes control frames and refusals
+need; this module moves bytes between the transport and that protocol, and hands whole
+messages to one task per connection. The plain upgrade (one complete request in the first read,
+nothing unusual in it) is recognised and answered by node/upgrade.py, which takes only what
+websockets would take, the same way (property-tested); the protocol is then created open. It replaces websockets' own asyncio server, whose per-connection machinery
 (a handshake future and task, the message assembler and its conditions, a send lock, the
 keepalive) was ~40 % of a plain relay's CPU per connect (docs/performance.md, "The cost of a
 connect: the node's own WebSocket server"). What that server did and this one keeps:
