@@ -87,7 +87,7 @@ async def serve_asyncio(port: int, rooms: _Rooms) -> None:
 
 
 async def serve_wsconn(port: int, rooms: _Rooms) -> None:
-    from roomcast.node.wsconn import WsServer
+    from roomcast.node.wsserver import WsServer
 
     async def handler(ws) -> None:
         joined: list[str] = []

@@ -42,7 +42,8 @@ from roomcast.node.presence_out import PresenceOut
 from roomcast.node.readiness import Readiness
 from roomcast.node.replaycache import ReplayCache
 from roomcast.node.rooms import RoomRegistry
-from roomcast.node.wsconn import WsConnection, WsServer
+from roomcast.node.wsconn import WsConnection
+from roomcast.node.wsserver import WsServer
 from roomcast.presence.admin import AdminService
 from roomcast.presence.feed import FeedOptions, PresenceFeed
 from roomcast.presence.scoped import ScopedTracker

@@ -14,7 +14,8 @@ import websockets
 from websockets.asyncio.client import connect
 from websockets.http11 import Response
 
-from roomcast.node.wsconn import MAX_QUEUE, WsConnection, WsServer
+from roomcast.node.wsconn import MAX_QUEUE, WsConnection
+from roomcast.node.wsserver import WsServer
 from tests.helpers import UNIT
 
 pytestmark = pytest.mark.asyncio
