@@ -385,6 +385,7 @@ async def test_frames_sent_before_a_fast_path_verdict_are_read_after_it_or_dropp
 
 
 async def test_a_request_split_over_two_reads_is_parsed_by_websockets():
+    """Not one read: websockets parses the request (and upgrades it), not the fast path."""
     server, url = await _server()
     try:
         port = server.sockets[0].getsockname()[1]

@@ -68,6 +68,7 @@ def check_same(data: bytes, extensions: bool) -> bool:
 
 
 def test_the_requests_real_clients_send_take_the_fast_path():
+    """A bare client's, a browser's (extensions offered, compression off) and a bearer one."""
     browser = [("Host", "localhost:8080"), ("Connection", "keep-alive, Upgrade"),
                ("Pragma", "no-cache"), ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64)"),
                ("Upgrade", "websocket"), ("Origin", "http://localhost:8080"),
@@ -84,6 +85,7 @@ def test_the_requests_real_clients_send_take_the_fast_path():
 
 
 def test_anything_unusual_goes_to_websockets():
+    """Each check of the fast path, failed on purpose, leaves the request to websockets."""
     def without(name):
         return [(n, v) for n, v in PLAIN if n != name]
 
@@ -108,6 +110,7 @@ def test_anything_unusual_goes_to_websockets():
 
 
 def test_headers_of_equals_headers_built_the_public_way():
+    """The one seam into websockets' internals builds what ``set_insecure`` builds."""
     pairs = [("Host", "h"), ("X-A", "1"), ("Origin", "o")]
     ours = headers_of(pairs, {n.lower(): [v] for n, v in pairs})
     public = Headers()
@@ -120,6 +123,7 @@ def test_headers_of_equals_headers_built_the_public_way():
 
 
 def test_the_date_is_an_http_date_of_now():
+    """The 101's ``Date``, formatted once a second, is an IMF-fixdate of now."""
     ours = email.utils.parsedate_to_datetime(http_date())
     assert ours.tzname() == "UTC" and http_date().endswith(" GMT")
     assert abs(ours.timestamp() - time.time()) <= 1.5
@@ -153,6 +157,7 @@ _header = st.one_of(st.tuples(_names, _values),
          tail=b"", extensions=False)
 def test_what_the_fast_path_takes_websockets_takes_the_same_way(base, extra, order, target,
                                                                 line, sep, tail, extensions):
+    """Generated and mutated requests: taken only as websockets takes them; plain ones always."""
     headers = list(base) + list(extra)
     if order is not None:
         order.shuffle(headers)
