@@ -12,8 +12,8 @@ open, so the room fills to ``--users`` members. Printed: connects/s (first upgra
 connect phase alone: read at the last ``joined``), the three NATS servers' CPU per connect in
 the connect phase, the load generator's own CPU per connect in the connect phase, and the frames
 it received per connect. ``--rounds N`` runs the systems N times interleaved and ends with each
-system's median and its share of the relay's rate round by round (one round of ~1 s per system
-moves ±10 % on a shared VM: compare medians).
+system's median and its share of the relay's rate round by round (of ``nopresence``'s without a
+relay; one round of ~1 s per system moves ±10 % on a shared VM: compare medians).
 
 * ``roomcast``: the edge node as shipped (JWT at the upgrade, presence on: the room's members
   are told of the newcomers, ``docs/protocol.md`` §4.10);
@@ -202,8 +202,8 @@ def main() -> None:
                     choices=["roomcast", "nopresence", "scoped", "tokenrooms", *RELAYS])
     ap.add_argument("--rounds", type=int, default=1,
                     help="run the systems this many times, interleaved (A, B, A, B, ...); "
-                         "then print each system's median and, with a relay among them, "
-                         "each round's rate as a share of that round's relay")
+                         "then print each system's median and each round's rate as a share "
+                         "of that round's relay (or of nopresence, without a relay)")
     args = ap.parse_args()
     print(f"# {machine()}; {args.users} distinct users into one room over {args.nodes} nodes, "
           f"{args.concurrency} upgrades in flight")
@@ -228,20 +228,18 @@ def main() -> None:
 
 
 def summary(rates: dict[str, list[float]]) -> str:
-    """Each system's median rate over the rounds; with a relay among the systems, every other
-    system's rate in each round as a share of that round's relay rate (the rounds were run
-    interleaved, so a slow spell of the machine weighs on both)."""
-    lines = ["", "| system | median connects/s | min | max | share of the relay in each round (sorted) "
-             "| median share |", "|---|---|---|---|---|---|"]
-    base = next((s for s in rates if s in RELAYS), None)
+    """Each system's median rate over the rounds, and every other system's rate in each round
+    as a share of that round's rate of the base: the first relay among the systems, else
+    ``nopresence`` (the rounds ran interleaved, so a slow spell of the machine weighs on both)."""
+    base = next((s for s in rates if s in RELAYS), "nopresence" if "nopresence" in rates else None)
+    lines = ["", f"| system | median connects/s | min | max | share of {base or '—'} in each "
+             f"round (sorted) | median share |", "|---|---|---|---|---|---|"]
     for system, got in rates.items():
-        share = ""
+        share = "— | —"
         if base is not None and system != base:
             shares = sorted(a / b for a, b in zip(got, rates[base], strict=True))
             share = (f"{', '.join(f'{x:.0%}' for x in shares)} | "
                      f"{statistics.median(shares):.0%}")
-        else:
-            share = "— | —"
         lines.append(f"| {system} | {statistics.median(got):,.0f} | {min(got):,.0f} | "
                      f"{max(got):,.0f} | {share} |")
     return "\n".join(lines)
