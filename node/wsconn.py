@@ -362,7 +362,8 @@ class WsConnection(asyncio.Protocol):
             # else: refused, so websockets would discard it too
 
     async def _serve(self, request: Request, accept: str | None) -> None:
-        """The handshake's answer, then the handler for the life of the connection."""
+        """The handshake's verdict and answer, then the handler for the life of the
+        connection, then the close."""
         server = self.server
         try:
             try:
@@ -374,51 +375,54 @@ class WsConnection(asyncio.Protocol):
                 response = self.protocol.reject(http.HTTPStatus.INTERNAL_SERVER_ERROR,
                                                 "Failed to open a WebSocket connection.\n"
                                                 "See server log for more information.\n")
-            if accept is not None:  # the fast path: no protocol yet
-                if self._lost.done():
-                    return  # the client went away during the handshake
-                if self._timer is not None:
-                    self._timer.cancel()
-                    self._timer = None
-                if response is None and server.serving:
-                    self._open_fast(accept)
-                    await self._handle()
-                    return
-                if self.protocol is None:
-                    self.protocol = self._new_protocol()  # to answer with a refusal, below
-            protocol = self.protocol
-            if response is None:
-                response = protocol.accept(request)  # 400/426 for a bad upgrade
-            if response.status_code == 101 and not server.serving:
-                response = protocol.reject(http.HTTPStatus.SERVICE_UNAVAILABLE,
-                                           "Server is shutting down.\n")
-            response.headers["Server"] = server.server_header
-            if protocol.state is not _CONNECTING:
-                return  # the client went away during the handshake
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self.response = response
-            protocol.send_response(response)
-            if protocol.state is not _OPEN:
-                self.send_data()  # the refusal, then the end of the stream
-                self._read_early()
+            if not self._answer(request, accept, response):
                 return
-            # Upgraded: the 101 waits for the handler's first frame to go out with it.
-            self.head = b"".join(protocol.data_to_send())
-            self.loop.call_soon(self._head_deadline)
-            await self._handle()
+            code = WsCloseCode.NORMAL_CLOSURE
+            try:
+                await server.handler(self)
+            except Exception:
+                log.error("connection handler failed", exc_info=True)
+                code = WsCloseCode.INTERNAL_ERROR  # 1011, no details (as websockets does)
+            self.write_head()
+            await self.close(code)
         except Exception:
             log.error("connection failed", exc_info=True)
             self.transport.abort()
 
-    async def _handle(self) -> None:
-        """The handler, for the life of the connection; then the close."""
-        code = WsCloseCode.NORMAL_CLOSURE
-        try:
-            await self.server.handler(self)
-        except Exception:
-            log.error("connection handler failed", exc_info=True)
-            code = WsCloseCode.INTERNAL_ERROR  # 1011, no details (as websockets does)
-        self.write_head()
-        await self.close(code)
+    def _answer(self, request: Request, accept: str | None, response: Response | None) -> bool:
+        """Answer the handshake (``response`` None: upgrade); True when upgraded, with the 101
+        held in ``head`` for the handler's first frame. A refusal is written with the end of
+        the stream."""
+        server = self.server
+        if accept is not None:  # the fast path: no protocol yet
+            if self._lost.done():
+                return False  # the client went away during the handshake
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if response is None and server.serving:
+                self._open_fast(accept)
+                return True
+            if self.protocol is None:
+                self.protocol = self._new_protocol()  # to answer with a refusal, below
+        protocol = self.protocol
+        if response is None:
+            response = protocol.accept(request)  # 400/426 for a bad upgrade
+        if response.status_code == 101 and not server.serving:
+            response = protocol.reject(http.HTTPStatus.SERVICE_UNAVAILABLE,
+                                       "Server is shutting down.\n")
+        response.headers["Server"] = server.server_header
+        if protocol.state is not _CONNECTING:
+            return False  # the client went away during the handshake
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.response = response
+        protocol.send_response(response)
+        if protocol.state is not _OPEN:
+            self.send_data()  # the refusal, then the end of the stream
+            self._read_early()
+            return False
+        self.head = b"".join(protocol.data_to_send())
+        self.loop.call_soon(self._head_deadline)
+        return True
