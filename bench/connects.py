@@ -38,14 +38,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import time
 
-from bench.harness import Cluster, machine, self_cpu, wait_until
+from bench import relays
+from bench.harness import Cluster, cpu_seconds, machine, self_cpu
 from bench.relays import KINDS as RELAYS
 from bench.wsclient import connect
-from roomcast.natsserver import NatsCluster, free_port
 
 ROOM = "big.room"
 
@@ -150,19 +149,9 @@ def run_roomcast(args, system: str) -> dict:
 
 
 def run_relay(args, kind: str) -> dict:
-    from bench.harness import cpu_seconds
-
-    nats_cluster = NatsCluster(3)
-    nats_cluster.start()
-    procs = []
-    try:
-        ports = [free_port() for _ in range(args.nodes)]
-        procs = [subprocess.Popen([sys.executable, "-m", "bench.relays", kind,
-                                   str(port), ",".join(nats_cluster.urls)],
-                                  start_new_session=True) for port in ports]
-        for port in ports:
-            wait_until(lambda port=port: _listening(port), 20)
+    with relays.started(kind, [sys.executable] * args.nodes, 20) as (nats_cluster, procs, ports):
         paths = [f"/ws?u={i}" for i in range(args.users)]
+
         def edge_cpu() -> float:
             return sum(cpu_seconds(p.pid) for p in procs)
 
@@ -175,22 +164,6 @@ def run_relay(args, kind: str) -> dict:
         out["cpu"] = edge_cpu() - cpu0
         out["cpu_at_joined"] -= cpu0
         return out
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(10)
-        nats_cluster.stop()
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def main() -> None:

@@ -166,6 +166,21 @@ def wait_until(pred, timeout: float, step: float = 0.05) -> bool:
     return pred()
 
 
+def wait_listening(port: int, timeout: float = 10.0) -> None:
+    """Return once something accepts TCP connections on 127.0.0.1:``port``; raise after
+    ``timeout`` seconds."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"server on port {port} not listening")
+
+
 def add_gen_gc_flag(ap) -> None:
     ap.add_argument("--gen-gc", action="store_true",
                     help="tune the load generator's garbage collector like a node's")

@@ -35,11 +35,12 @@ import sys
 import tempfile
 import time
 
-from bench.connects import _listening, connect_all
-from bench.harness import Cluster, machine, wait_until
+from bench.connects import connect_all
+from bench.harness import Cluster, machine
 from bench.relays import KINDS as RELAYS
+from bench.relays import started
 from roomcast.dev import NodeProcess
-from roomcast.natsserver import NatsCluster, free_port
+from roomcast.natsserver import free_port
 
 SYSTEMS = ("roomcast", "nopresence", *RELAYS)
 #: Upgrades in flight: callgrind slows the measured process ~50x.
@@ -75,24 +76,10 @@ def measure(system: str, users: int, workdir: str) -> float:
     if system == "nopresence":
         env["ROOMCAST_PRESENCE"] = "false"
     if system in RELAYS:
-        nats = NatsCluster(3)
-        nats.start()
-        ports = [free_port(), free_port()]
-        procs = [subprocess.Popen([exe, "-m", "bench.relays", system, str(port),
-                                   ",".join(nats.urls)], start_new_session=True)
-                 for exe, port in zip((cg.wrapper, sys.executable), ports, strict=True)]
         paths = [f"/ws?u={i}" for i in range(users)]
         warm = [f"/ws?u=w{i}" for i in range(20)]
-        try:
-            for port in ports:
-                wait_until(lambda port=port: _listening(port), 600)
+        with started(system, [cg.wrapper, sys.executable], 600) as (_, procs, ports):
             return _window(cg, procs[0].pid, ports, warm, paths)
-        finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(120)
-            nats.stop()
     with Cluster(nodes=0, nats=3, env=env) as cluster:
         real, sys.executable = sys.executable, cg.wrapper  # NodeProcess starts sys.executable
         try:

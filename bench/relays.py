@@ -17,7 +17,9 @@ per process and answer ``joined``, relay ``publish`` frames. No presence, no sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import subprocess
 import sys
 
 KINDS = ("relay", "relay-wsconn", "relay-callbacks")
@@ -157,6 +159,33 @@ async def serve_callbacks(port: int, rooms: _Rooms) -> None:
 
     await loop.create_server(Conn, "127.0.0.1", port)
     await asyncio.Future()
+
+
+@contextlib.contextmanager
+def started(kind: str, executables: list[str], timeout: float):
+    """A fresh 3-server NATS cluster and one ``kind`` relay process per executable (each on a
+    free port, listening before this yields), all stopped by their PID on exit. Yields
+    ``(nats_cluster, processes, ports)``."""
+    from bench.harness import wait_listening
+    from roomcast.natsserver import NatsCluster, free_port
+
+    nats_cluster = NatsCluster(3)
+    nats_cluster.start()
+    procs: list[subprocess.Popen] = []
+    try:
+        ports = [free_port() for _ in executables]
+        procs = [subprocess.Popen([exe, "-m", "bench.relays", kind, str(port),
+                                   ",".join(nats_cluster.urls)], start_new_session=True)
+                 for exe, port in zip(executables, ports, strict=True)]
+        for port in ports:
+            wait_listening(port, timeout)
+        yield nats_cluster, procs, ports
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout)
+        nats_cluster.stop()
 
 
 async def main(kind: str, port: int, urls: str) -> None:

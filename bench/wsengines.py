@@ -31,7 +31,14 @@ import sys
 import time
 import urllib.parse
 
-from bench.harness import add_gen_gc_flag, cpu_seconds, machine, rss_bytes, tune_generator_gc
+from bench.harness import (
+    add_gen_gc_flag,
+    cpu_seconds,
+    machine,
+    rss_bytes,
+    tune_generator_gc,
+    wait_listening,
+)
 from bench.wsclient import connect
 from roomcast.natsserver import free_port
 
@@ -93,19 +100,6 @@ async def serve_picows(port: int) -> None:
 
 
 # -- the load generator --------------------------------------------------------------------
-
-def wait_listening(port: int, timeout: float = 10.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"server on port {port} not listening")
-
 
 async def handshakes(port: int, pid: int, n: int) -> tuple[float, float, list]:
     path = "/ws?token=" + "x" * 180  # a JWT-sized query string
