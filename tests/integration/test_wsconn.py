@@ -82,26 +82,41 @@ def _masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
     return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + mask + body
 
 
+def _request(path: str = "/ws") -> bytes:
+    """A plain upgrade request, with a fresh key."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+async def _connect(server: WsServer):
+    """A raw TCP connection to ``server``: (reader, writer)."""
+    return await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+
+
 async def _raw_upgrade(url: str):
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    writer.write(_request())
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10 * UNIT)
     assert head.startswith(b"HTTP/1.1 101 "), head
     return reader, writer
 
 
+async def _read_frame(reader) -> tuple[int, bytes]:
+    """One server frame (unmasked, under 64 KiB): its first byte and its payload."""
+    b0, b1 = await asyncio.wait_for(reader.readexactly(2), 10 * UNIT)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", await reader.readexactly(2))[0]
+    return b0, await reader.readexactly(n)
+
+
 async def _read_close(reader) -> int:
     """Read server frames until a close frame; its code."""
     while True:
-        b0, b1 = await asyncio.wait_for(reader.readexactly(2), 10 * UNIT)
-        n = b1 & 0x7F
-        if n == 126:
-            n = struct.unpack("!H", await reader.readexactly(2))[0]
-        payload = await reader.readexactly(n)
+        b0, payload = await _read_frame(reader)
         if b0 & 0x0F == 0x8:
             return struct.unpack("!H", payload[:2])[0]
 
@@ -149,8 +164,7 @@ async def test_the_first_frame_goes_out_with_the_101_and_a_returning_handler_clo
     server, url = await _server(greets)
     try:
         reader, writer = await _raw_upgrade(url)
-        b0, b1 = await reader.readexactly(2)
-        assert b0 == 0x81 and await reader.readexactly(b1) == b'{"type":"welcome"}'
+        assert await _read_frame(reader) == (0x81, b'{"type":"welcome"}')
         assert await _read_close(reader) == 1000
         writer.close()
     finally:
@@ -179,8 +193,7 @@ async def test_fragmented_messages_are_reassembled_and_bounded_by_max_size():
         reader, writer = await _raw_upgrade(url)
         writer.write(_masked(0x1, b"hel", fin=False) + _masked(0x0, b"lo ", fin=False)
                      + _masked(0x0, b"world"))
-        b0, b1 = await asyncio.wait_for(reader.readexactly(2), 10 * UNIT)
-        assert await reader.readexactly(b1) == b"hello world"
+        assert (await _read_frame(reader))[1] == b"hello world"
         # 3 x 40 bytes: each fragment fits, the message does not
         writer.write(_masked(0x1, b"x" * 40, fin=False) + _masked(0x0, b"x" * 40, fin=False)
                      + _masked(0x0, b"x" * 40))
@@ -260,8 +273,7 @@ async def test_ping_is_answered_by_the_client_and_a_lost_connection_cancels_it()
 async def test_an_upgrade_never_completed_is_dropped_after_open_timeout():
     server, url = await _server(open_timeout=0.2)
     try:
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await _connect(server)
         writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # and never the rest
         assert await asyncio.wait_for(reader.read(), 10 * UNIT) == b""
         writer.close()
@@ -305,8 +317,7 @@ async def test_http_answers_bad_upgrades_and_process_request_failures(upgrade_pa
             assert info.value.response.status_code == status
             assert info.value.response.headers["Server"] == "roomcast"
         assert server.fast_upgrades == 0  # refused: never opened on either path
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await _connect(server)
         writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")  # no upgrade headers
         head = await asyncio.wait_for(reader.read(), 10 * UNIT)
         assert head.startswith(b"HTTP/1.1 426 ")
@@ -343,12 +354,6 @@ async def test_closing_the_server_closes_open_connections_1001_and_refuses_upgra
     assert _taken(server, upgrade_path)  # the first connection; /slow was refused
 
 
-def _request(key: str, path: str = "/ws") -> bytes:
-    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
-
-
 @pytest.mark.parametrize("verdict", ["upgrade", "refused"])
 async def test_frames_sent_before_a_fast_path_verdict_are_read_after_it_or_dropped(verdict):
     """A client may send frames right after its request, before the 101: on the fast path
@@ -365,9 +370,8 @@ async def test_frames_sent_before_a_fast_path_verdict_are_read_after_it_or_dropp
 
     server, url = await _server(process_request=waits)
     try:
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(_request(base64.b64encode(os.urandom(16)).decode()))
+        reader, writer = await _connect(server)
+        writer.write(_request())
         await asyncio.wait_for(arrived.wait(), 10 * UNIT)  # taken as one read: the fast path
         writer.write(_masked(0x1, b"early"))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10 * UNIT)
@@ -377,8 +381,7 @@ async def test_frames_sent_before_a_fast_path_verdict_are_read_after_it_or_dropp
             assert server.fast_upgrades == 0
         else:
             assert head.startswith(b"HTTP/1.1 101 ") and server.fast_upgrades == 1
-            b0, b1 = await asyncio.wait_for(reader.readexactly(2), 10 * UNIT)
-            assert (b0, await reader.readexactly(b1)) == (0x81, b"early")
+            assert await _read_frame(reader) == (0x81, b"early")
         writer.close()
     finally:
         await _stop(server)
@@ -388,9 +391,8 @@ async def test_a_request_split_over_two_reads_is_parsed_by_websockets():
     """Not one read: websockets parses the request (and upgrades it), not the fast path."""
     server, url = await _server()
     try:
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        request = _request(base64.b64encode(os.urandom(16)).decode())
+        reader, writer = await _connect(server)
+        request = _request()
         writer.write(request[:20])
         # the server read the first part on its own (websockets' parser holds it)
         await _until(lambda: any(c.protocol is not None for c in server.connections))
@@ -398,8 +400,7 @@ async def test_a_request_split_over_two_reads_is_parsed_by_websockets():
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10 * UNIT)
         assert head.startswith(b"HTTP/1.1 101 ") and server.fast_upgrades == 0
         writer.write(_masked(0x1, b"after"))
-        b0, b1 = await asyncio.wait_for(reader.readexactly(2), 10 * UNIT)
-        assert (b0, await reader.readexactly(b1)) == (0x81, b"after")
+        assert await _read_frame(reader) == (0x81, b"after")
         writer.close()
     finally:
         await _stop(server)
