@@ -63,7 +63,6 @@ def _segment(text: str) -> bytes | None:
         return None
 
 
-
 def _loads(raw: bytes) -> Any:
     """``json.loads(raw)`` — PyJWT's parser — read by msgspec when it can (~4x faster).
     Where both accept a document they give the same value; what msgspec refuses and
@@ -73,6 +72,7 @@ def _loads(raw: bytes) -> Any:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError:
         return json.loads(raw)
+
 
 class HmacFastLane:
     """Accept-only verification of HS256/384/512 tokens for one secret.
@@ -106,8 +106,7 @@ class HmacFastLane:
 
     def decode(self, token: object) -> dict[str, Any] | None:
         """The token's claims if PyJWT would accept it (same claims), else None."""
-        key = self._key
-        if key is None or not isinstance(token, str):
+        if self._key is None or not isinstance(token, str):
             return None
         parts = token.split(".")
         if len(parts) != 3:
