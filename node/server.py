@@ -264,7 +264,7 @@ class Node:
         self._readiness.stop()
         log.info("draining", extra={"connections": len(self.connections)})
         # Keep listening while draining: /readyz answers 503 "draining", /metrics shows the
-        # drain, and new upgrades get 503 (node/wsconn.py). The listener closes last.
+        # drain, and new upgrades get 503 (node/handshake.py). The listener closes last.
         await self._close_paced(cfg.drain_window, deadline)
         await self._wait(self.inflight, deadline.left())
         await self.handover.finish(deadline.left())
